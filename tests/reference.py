@@ -249,7 +249,10 @@ def attention(config, weights, prefix, h, cos, sin, sliding_window):
     return out.reshape(T, n_heads * hd) @ o_w.T + weights[f"{prefix}.o_proj.bias"]
 
 
-def moe(config, weights, prefix, h):
+def moe(config, weights, prefix, h, forced=None, chosen=None):
+    """forced: optional int [T, k] expert ids to use instead of the router's top-k (their
+    weights still come from the router's logits), to compare with an engine whose rounding
+    flipped a near-tied routing decision. chosen: optional list that receives the ids used."""
     k = config.get("num_experts_per_tok", config.get("experts_per_token"))
     limit = config.get("swiglu_limit", 7.0)
     alpha = 1.702
@@ -263,7 +266,9 @@ def moe(config, weights, prefix, h):
     out = np.zeros_like(h)
     for t in range(h.shape[0]):
         # Stable sort so ties resolve deterministically (lowest index first).
-        top = np.argsort(-router[t], kind="stable")[:k]
+        top = np.argsort(-router[t], kind="stable")[:k] if forced is None else np.asarray(forced[t])
+        if chosen is not None:
+            chosen.append(top)
         logits = router[t, top]
         gate_w = np.exp(logits - logits.max())
         gate_w /= gate_w.sum()  # softmax over the chosen k only
@@ -283,8 +288,11 @@ def moe(config, weights, prefix, h):
 # --------------------------------------------------------------------------
 
 
-def forward(config: dict, weights: dict[str, np.ndarray], ids) -> np.ndarray:
-    """float64 logits [len(ids), vocab] for a fresh context of token ids."""
+def forward(config: dict, weights: dict[str, np.ndarray], ids, routing=None, chosen=None) -> np.ndarray:
+    """float64 logits [len(ids), vocab] for a fresh context of token ids.
+
+    routing: optional int [T, layers, k] expert choices to force (see `moe`); chosen: optional
+    list that receives the experts used, one [T, k] array per layer."""
     ids = np.asarray(ids, dtype=np.int64)
     T = len(ids)
     eps = config["rms_norm_eps"]
@@ -303,7 +311,10 @@ def forward(config: dict, weights: dict[str, np.ndarray], ids) -> np.ndarray:
         x = x + attention(config, weights, f"{p}.self_attn", h, cos, sin, window)
 
         h = rms_norm(x, weights[f"{p}.post_attention_layernorm.weight"], eps)
-        x = x + moe(config, weights, f"{p}.mlp", h)
+        used = []
+        x = x + moe(config, weights, f"{p}.mlp", h, None if routing is None else routing[:, i], used)
+        if chosen is not None:
+            chosen.append(np.array(used))
 
     x = rms_norm(x, weights["model.norm.weight"], eps)
     return x @ weights["lm_head.weight"].T

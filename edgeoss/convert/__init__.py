@@ -17,9 +17,9 @@ import numpy as np
 
 from .. import format as fmt
 from ..config import GptOssConfig
-from .checkpoint import CheckpointError, HFCheckpoint
+from .checkpoint import HFCheckpoint
 from .quantize import hf_to_kernel_order, quantize_mxfp4, quantize_q4, quantize_q8
-from .vocab import VocabError, bundle_vocab, has_tokenizer
+from .vocab import bundle_vocab, has_tokenizer
 
 __all__ = ["convert", "ConvertError"]
 
@@ -215,6 +215,3 @@ def convert(src: str, out: str | os.PathLike, preset: str = "q8", force: bool = 
         print(f"wrote {out} ({layout.size / 1e9:.2f} GB, preset {preset}) in {time.time() - t0:.1f} s")
     return out
 
-
-# Errors a user can cause, all reported as one line by the CLI.
-USER_ERRORS = (ConvertError, CheckpointError, VocabError, fmt.FormatError)

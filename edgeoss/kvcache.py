@@ -1,0 +1,61 @@
+"""Key/value caches: a growing buffer for full-attention layers, a ring for sliding ones."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .config import GptOssConfig
+
+
+class LayerCache:
+    """k, v: float32 [capacity, kv_heads, head_dim]. A sliding layer's ring holds only the
+    last `window` positions (position p lives at p % window); a full layer's buffer holds
+    every position and grows by doubling up to the context limit."""
+
+    def __init__(self, cfg: GptOssConfig, sliding: bool, capacity: int):
+        self.ring = sliding
+        self.window = cfg.sliding_window if sliding else 0
+        cap = cfg.sliding_window if sliding else capacity
+        self.k = np.zeros((cap, cfg.num_key_value_heads, cfg.head_dim), np.float32)
+        self.v = np.zeros_like(self.k)
+
+    def reserve(self, n_positions: int) -> None:
+        if self.ring or n_positions <= self.k.shape[0]:
+            return
+        cap = max(n_positions, 2 * self.k.shape[0])
+        for name in ("k", "v"):
+            old = getattr(self, name)
+            new = np.zeros((cap,) + old.shape[1:], np.float32)
+            new[:old.shape[0]] = old
+            setattr(self, name, new)
+
+    @property
+    def nbytes(self) -> int:
+        return self.k.nbytes + self.v.nbytes
+
+
+class KVCache:
+    """All layers' caches plus the tokens they hold (for reusing a shared prompt prefix)."""
+
+    def __init__(self, cfg: GptOssConfig, capacity: int):
+        self.cfg = cfg
+        self.max_positions = cfg.max_position_embeddings
+        self.layers = [LayerCache(cfg, cfg.is_sliding(i), capacity) for i in range(cfg.num_hidden_layers)]
+        self.tokens: list[int] = []
+
+    @property
+    def length(self) -> int:
+        return len(self.tokens)
+
+    def reset(self) -> None:
+        self.tokens = []
+
+    def reserve(self, n_positions: int) -> None:
+        if n_positions > self.max_positions:
+            raise ValueError(f"context of {n_positions} tokens exceeds the model's limit of {self.max_positions}")
+        for layer in self.layers:
+            layer.reserve(n_positions)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(layer.nbytes for layer in self.layers)

@@ -1,0 +1,236 @@
+"""The gpt-oss forward pass: one flat schedule of kernel calls per layer.
+
+Weights stay in their quantized form inside the memory-mapped weights.bin; nothing large is
+ever dequantized. Every gpt-oss quirk (sinks, sliding windows, YaRN, top-4 softmax routing,
+clamped SwiGLU with +1 on the linear half) is a kernel in kernels/loops.py, called from here.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from . import format as fmt
+from .config import GptOssConfig, yarn_inv_freq
+from .kernels import loops
+from .kvcache import KVCache
+
+
+@dataclass
+class Matrix:
+    """A [rows, cols] weight matrix as stored: q8 / q4 blocks or bf16 bits."""
+
+    kind: str
+    arrays: dict
+
+    @property
+    def rows(self) -> int:
+        return next(iter(self.arrays.values())).shape[0]
+
+    def apply(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """x float32 [T, cols] -> x @ W^T, float32 [T, rows]."""
+        out = np.empty((x.shape[0], self.rows), np.float32) if out is None else out
+        if self.kind == "bf16":
+            loops.f32_bf16w_matmul(self.arrays["data"], x, out)
+        else:
+            xq = np.empty(x.shape, np.int8)
+            xd = np.empty((x.shape[0], x.shape[1] // 32), np.float32)
+            loops.q8_quantize(x, xq, xd)
+            kind = loops.KIND_Q8 if self.kind == "q8" else loops.KIND_Q4
+            loops.q8x_matmul(kind, self.arrays["qs"], self.arrays["scales"].view(np.uint16), xq, xd, out)
+        return out
+
+    def rows_f32(self, ids: np.ndarray) -> np.ndarray:
+        """Dequantized rows `ids` (the embedding lookup): float32 [len(ids), cols]."""
+        if self.kind == "bf16":
+            return (self.arrays["data"][ids].astype(np.uint32) << 16).view(np.float32)
+        scales = self.arrays["scales"][ids].astype(np.float32)[..., None]
+        qs = self.arrays["qs"][ids]
+        if self.kind == "q8":
+            vals = qs.astype(np.float32)
+        else:
+            vals = np.concatenate([qs & 15, qs >> 4], axis=-1).astype(np.float32) - 8
+        return (vals * scales).reshape(len(ids), -1)
+
+
+@dataclass
+class Layer:
+    attn_norm: np.ndarray     # [H]
+    qkv: Matrix               # [q_dim + 2 kv_dim, H]
+    qkv_bias: np.ndarray      # [q_dim + 2 kv_dim]
+    o: Matrix                 # [H, q_dim]
+    o_bias: np.ndarray        # [H]
+    sinks: np.ndarray         # [heads]
+    mlp_norm: np.ndarray      # [H]
+    router: Matrix            # [E, H] bf16
+    router_bias: np.ndarray   # [E]
+    experts: np.ndarray       # uint8 [E, stride]: expert e's bytes are row e
+    expert_offsets: np.ndarray  # int64 [6]: parts inside an expert (see loops.EXP_*)
+    sliding: bool
+
+
+def default_threads() -> int:
+    """Physical cores: the dot products saturate a core's SIMD units, hyperthreads add nothing."""
+    try:
+        import psutil
+        n = psutil.cpu_count(logical=False)
+    except Exception:  # pragma: no cover
+        n = None
+    return max(1, n or os.cpu_count() or 1)
+
+
+class Model:
+    """A loaded gpt-oss model: `logits(ids)` and `generate(ids, ...)`."""
+
+    def __init__(self, files: fmt.ModelFiles, context: int = 4096, threads: int | None = None):
+        import numba
+
+        self.files = files
+        self.config: GptOssConfig = files.config
+        self.preset = files.preset
+        self.threads = min(threads or default_threads(), numba.config.NUMBA_NUM_THREADS)
+        numba.set_num_threads(self.threads)
+        cfg = self.config
+        self.embed = Matrix(*files.matrix("embed"))
+        self.lm_head = Matrix(*files.matrix("lm_head"))
+        self.norm = files.vector("norm")
+        self.layers = []
+        for i in range(cfg.num_hidden_layers):
+            n = fmt.layer_tensor_names(i)
+            offs = files.expert_part_offsets(n["experts"])
+            self.layers.append(Layer(
+                attn_norm=files.vector(n["attn_norm"]), qkv=Matrix(*files.matrix(n["qkv"])),
+                qkv_bias=files.vector(n["qkv_bias"]), o=Matrix(*files.matrix(n["o"])),
+                o_bias=files.vector(n["o_bias"]), sinks=files.vector(n["sinks"]),
+                mlp_norm=files.vector(n["mlp_norm"]), router=Matrix(*files.matrix(n["router"])),
+                router_bias=files.vector(n["router_bias"]), experts=files.experts(n["experts"]),
+                expert_offsets=np.array([offs[k] for k in ("gate_up_blocks", "gate_up_scales", "gate_up_bias",
+                                                          "down_blocks", "down_scales", "down_bias")], np.int64),
+                sliding=cfg.is_sliding(i)))
+        # the bf16 preset is the accuracy reference: keep expert activations in float32 there
+        self.expert_acts_q8 = self.preset != "bf16"
+        self.all_experts = np.arange(cfg.num_local_experts, dtype=np.int64)
+        inv_freq, self.rope_scale = yarn_inv_freq(cfg)
+        self.inv_freq = np.array(inv_freq, np.float64)
+        self._cos = self._sin = np.zeros((0, cfg.head_dim // 2), np.float32)
+        self.cache = KVCache(cfg, min(context, cfg.max_position_embeddings))
+        self._tokenizer = None
+        self.last_routing = np.zeros((0, cfg.num_hidden_layers, cfg.num_experts_per_tok), np.int64)
+
+    # -- the forward pass -------------------------------------------------------------------
+    def _rope_tables(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        if self._cos.shape[0] < n:
+            n = max(n, 2 * self._cos.shape[0], 256)
+            ang = np.arange(n, dtype=np.float64)[:, None] * self.inv_freq[None, :]
+            self._cos = (np.cos(ang) * self.rope_scale).astype(np.float32)
+            self._sin = (np.sin(ang) * self.rope_scale).astype(np.float32)
+        return self._cos, self._sin
+
+    def forward(self, tokens: Iterable[int], all_logits: bool = False) -> np.ndarray:
+        """Run `tokens` after what the cache holds; returns float32 logits for every new token
+        [T, V] if all_logits, else for the last one [V]."""
+        cfg = self.config
+        ids = np.asarray(list(tokens), dtype=np.int64)
+        if ids.size == 0:
+            raise ValueError("no tokens to run")
+        if ids.min() < 0 or ids.max() >= cfg.vocab_size:
+            raise ValueError(f"token ids must be in [0, {cfg.vocab_size}); got {ids.min()}..{ids.max()}")
+        T, pos0 = ids.size, self.cache.length
+        self.cache.reserve(pos0 + T)
+        cos, sin = self._rope_tables(pos0 + T)
+        H, nh, nkv, hd = cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+        qd, kvd = cfg.q_dim, cfg.kv_dim
+        scale = np.float32(1.0 / np.sqrt(hd))
+        eps = cfg.rms_norm_eps
+
+        x = self.embed.rows_f32(ids)                       # [T, H] residual stream
+        h = np.empty_like(x)                                # [T, H] normed input of a block
+        attn = np.empty((T, nh, hd), np.float32)
+        routing = np.empty((T, cfg.num_hidden_layers, cfg.num_experts_per_tok), np.int64)
+        wts = np.empty((T, cfg.num_experts_per_tok), np.float32)
+        for li, (layer, lc) in enumerate(zip(self.layers, self.cache.layers)):
+            # attention block
+            loops.f32_rmsnorm(x, layer.attn_norm, eps, h)
+            qkv = layer.qkv.apply(h)
+            loops.add_bias(qkv, layer.qkv_bias)
+            q = qkv[:, :qd].reshape(T, nh, hd).copy()
+            k = qkv[:, qd:qd + kvd].reshape(T, nkv, hd).copy()
+            v = qkv[:, qd + kvd:].reshape(T, nkv, hd).copy()
+            loops.rope_inplace(q, cos, sin, pos0)
+            loops.rope_inplace(k, cos, sin, pos0)
+            loops.attention_sinks(q, k, v, lc.k, lc.v, pos0, lc.ring, lc.window, layer.sinks, scale, attn)
+            loops.kv_store(k, v, lc.k, lc.v, pos0, lc.ring)
+            o = layer.o.apply(attn.reshape(T, qd))
+            loops.add_bias(o, layer.o_bias)
+            x += o
+            # mixture-of-experts block
+            loops.f32_rmsnorm(x, layer.mlp_norm, eps, h)
+            router_logits = layer.router.apply(h)
+            loops.add_bias(router_logits, layer.router_bias)
+            idx = routing[:, li]
+            loops.route_topk(router_logits, cfg.num_experts_per_tok, idx, wts)
+            loops.moe(h, idx, wts, layer.experts, self.all_experts, layer.expert_offsets, H,
+                      cfg.intermediate_size, self.expert_acts_q8, cfg.swiglu_limit, cfg.swiglu_alpha, x)
+        self.cache.tokens.extend(int(t) for t in ids)
+        self.last_routing = routing  # [T, layers, k]: the experts each new token used
+        last = x if all_logits else x[-1:]
+        normed = np.empty_like(last)
+        loops.f32_rmsnorm(np.ascontiguousarray(last), self.norm, eps, normed)
+        logits = self.lm_head.apply(normed)
+        return logits if all_logits else logits[0]
+
+    # -- public API ---------------------------------------------------------------------------
+    def reset(self) -> None:
+        self.cache.reset()
+
+    def logits(self, ids: Iterable[int]) -> np.ndarray:
+        """float32 [len(ids), vocab]: the logits after each token, for a fresh context."""
+        self.reset()
+        return self.forward(ids, all_logits=True)
+
+    def _prefill(self, ids: list[int]) -> np.ndarray:
+        """Logits after `ids`, reusing the cache when it already holds a prefix of them."""
+        held = self.cache.tokens
+        if 0 < len(held) < len(ids) and ids[:len(held)] == held:
+            return self.forward(ids[len(held):])
+        self.reset()
+        return self.forward(ids)
+
+    def generate(self, ids: Iterable[int], max_tokens: int = 256, temperature: float = 1.0,
+                 top_p: float = 1.0, top_k: int = 0, seed: int | None = None,
+                 stop: Iterable[int] | None = None) -> Iterator[int]:
+        """Yield up to max_tokens sampled token ids after the prompt `ids`.
+
+        temperature 0 is greedy; top_k 0 and top_p 1 disable those filters. Generation ends
+        after yielding a token in `stop` (default: the model's end-of-sequence tokens)."""
+        ids = [int(t) for t in ids]
+        if not ids:
+            raise ValueError("generate needs at least one prompt token")
+        if not 0.0 < top_p <= 1.0:
+            raise ValueError("top_p must be in (0, 1]")
+        stop_ids = set(self.config.eos_token_ids if stop is None else (int(s) for s in stop))
+        rng = np.random.default_rng(seed)
+        logits = self._prefill(ids)
+        for i in range(max_tokens):
+            tok = int(loops.sample_token(logits, float(temperature), int(top_k), float(top_p), rng.random()))
+            yield tok
+            if tok in stop_ids or i == max_tokens - 1 or self.cache.length >= self.config.max_position_embeddings:
+                return
+            logits = self.forward([tok])
+
+    # -- tokenizer ------------------------------------------------------------------------------
+    @property
+    def tokenizer(self):
+        """The harmony encoding from the vocabulary bundled with the model (None without one)."""
+        if self._tokenizer is None and self.files.vocab_path is not None:
+            from .chat import load_encoding
+            self._tokenizer = load_encoding(self.files.vocab_path.parent)
+        return self._tokenizer
+
+
+def load(path: str | os.PathLike, context: int = 4096, threads: int | None = None) -> Model:
+    """Open a converted model directory (see `edgeoss convert`)."""
+    return Model(fmt.ModelFiles(path), context=context, threads=threads)

@@ -1,0 +1,61 @@
+"""Shared fixtures: synthetic checkpoints (made once per session) and the ../shared folder."""
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # `import reference` from any test
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_dir() -> Path:
+    return Path(os.environ.get("EDGEOSS_SHARED", REPO.parent / "shared"))
+
+
+def tokenizer_dir() -> Path | None:
+    d = Path(os.environ.get("EDGEOSS_TOKENIZER_DIR", shared_dir() / "tokenizer"))
+    return d if (d / "tokenizer.json").exists() and (d / "o200k_base.tiktoken").exists() else None
+
+
+# Small shapes that still exercise every path: several layers of both attention kinds,
+# grouped-query attention, a sliding window shorter than the test sequences, and a vocabulary
+# small enough for a float64 reference. Overrides are make_checkpoint keyword arguments.
+SMALL = dict(vocab_size=1024)
+SHAPES = {
+    "tiny-s0": dict(seed=0, **SMALL),
+    "odd-s1": dict(seed=1, vocab_size=777, hidden_size=96, intermediate_size=64, num_hidden_layers=3,
+                   num_attention_heads=6, num_key_value_heads=2, num_local_experts=6,
+                   num_experts_per_tok=4, sliding_window=5),
+    "tiny-s2": dict(seed=2, **SMALL),
+}
+
+
+@pytest.fixture(scope="session")
+def hf_checkpoints(tmp_path_factory):
+    """name -> Hugging Face layout checkpoint directory (random weights, no tokenizer)."""
+    from edgeoss.synthetic import make_checkpoint
+    root = tmp_path_factory.mktemp("hf")
+    out = {}
+    for name, kw in SHAPES.items():
+        kw = dict(kw)
+        seed = kw.pop("seed")
+        out[name] = make_checkpoint(root / name, preset="tiny", seed=seed, tokenizer_dir=False, **kw)
+    return out
+
+
+@pytest.fixture(scope="session")
+def converted(hf_checkpoints, tmp_path_factory):
+    """(shape name, preset) -> converted edgeoss model directory, made on first use."""
+    from edgeoss.convert import convert
+    root = tmp_path_factory.mktemp("models")
+    cache = {}
+
+    def get(name: str, preset: str) -> Path:
+        if (name, preset) not in cache:
+            cache[(name, preset)] = convert(str(hf_checkpoints[name]), root / f"{name}-{preset}", preset=preset,
+                                            no_tokenizer=True, progress=False)
+        return cache[(name, preset)]
+    return get

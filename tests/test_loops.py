@@ -1,0 +1,165 @@
+"""The Numba loops of edgeoss/kernels/loops.py against plain NumPy, at awkward sizes."""
+
+import numpy as np
+import pytest
+
+from edgeoss.convert.quantize import dequantize_mxfp4, quantize_mxfp4
+from edgeoss.kernels import loops
+
+rng = np.random.default_rng(1234)
+
+
+def test_rmsnorm():
+    x = rng.standard_normal((5, 96)).astype(np.float32) * 3
+    w = rng.standard_normal(96).astype(np.float32)
+    out = np.empty_like(x)
+    loops.f32_rmsnorm(x, w, 1e-5, out)
+    xd = x.astype(np.float64)
+    want = xd / np.sqrt((xd ** 2).mean(-1, keepdims=True) + 1e-5) * w
+    np.testing.assert_allclose(out, want, rtol=2e-6, atol=1e-6)
+
+
+def test_rope_rotates_halves():
+    T, nh, hd, pos0 = 3, 5, 64, 7
+    x = rng.standard_normal((T, nh, hd)).astype(np.float32)
+    ang = np.arange(pos0 + T)[:, None] * rng.uniform(0.001, 1, hd // 2)[None, :]
+    cos, sin = (np.cos(ang) * 1.3).astype(np.float32), (np.sin(ang) * 1.3).astype(np.float32)
+    got = x.copy()
+    loops.rope_inplace(got, cos, sin, pos0)
+    c, s = cos[pos0:, None, :], sin[pos0:, None, :]
+    x1, x2 = x[..., :hd // 2], x[..., hd // 2:]
+    want = np.concatenate([x1 * c - x2 * s, x2 * c + x1 * s], axis=-1)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def attention_numpy(q, k, v, sinks, window, scale):
+    """All positions at once: q [T, nh, hd], k/v [T, nkv, hd] from position 0."""
+    T, nh, hd = q.shape
+    group = nh // k.shape[1]
+    out = np.zeros((T, nh, hd))
+    for h in range(nh):
+        s = q[:, h, :].astype(np.float64) @ k[:, h // group, :].T.astype(np.float64) * scale
+        i, j = np.indices((T, T))
+        mask = (j <= i) & ((window == 0) | (i - j < window))
+        s = np.where(mask, s, -np.inf)
+        s = np.concatenate([s, np.full((T, 1), sinks[h])], axis=1)
+        p = np.exp(s - s.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+        out[:, h, :] = p[:, :T] @ v[:, h // group, :]
+    return out
+
+
+@pytest.mark.parametrize("window", [0, 5, 127, 128, 129])
+def test_attention_with_sinks_and_windows_in_chunks(window):
+    """Prefill in uneven chunks through the cache (a ring for sliding windows) equals one pass."""
+    T, nh, nkv, hd = 300, 4, 2, 64
+    q = rng.standard_normal((T, nh, hd)).astype(np.float32)
+    k = rng.standard_normal((T, nkv, hd)).astype(np.float32)
+    v = rng.standard_normal((T, nkv, hd)).astype(np.float32)
+    sinks = rng.standard_normal(nh).astype(np.float32) * 2
+    scale = np.float32(0.125)
+    want = attention_numpy(q, k, v, sinks, window, scale)
+    ring = window > 0
+    cap = window if ring else T
+    kc = np.zeros((cap, nkv, hd), np.float32)
+    vc = np.zeros_like(kc)
+    got = np.empty((T, nh, hd), np.float32)
+    pos = 0
+    for n in (1, 7, 130, 1, 3, 158):  # decode steps and prefills longer than the window
+        out = np.empty((n, nh, hd), np.float32)
+        loops.attention_sinks(q[pos:pos + n], k[pos:pos + n], v[pos:pos + n], kc, vc, pos, ring, window,
+                              sinks, scale, out)
+        loops.kv_store(k[pos:pos + n], v[pos:pos + n], kc, vc, pos, ring)
+        got[pos:pos + n] = out
+        pos += n
+    assert pos == T
+    np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-5)
+
+
+def test_route_topk_softmax_over_chosen():
+    logits = rng.standard_normal((6, 9)).astype(np.float32)
+    logits[2, 3] = logits[2, 5] = 10.0  # a tie: the lower expert comes first
+    idx = np.empty((6, 4), np.int64)
+    wts = np.empty((6, 4), np.float32)
+    loops.route_topk(logits, 4, idx, wts)
+    for t in range(6):
+        order = np.argsort(-logits[t], kind="stable")[:4]
+        assert list(idx[t]) == list(order)
+        e = np.exp(logits[t, order] - logits[t, order].max())
+        np.testing.assert_allclose(wts[t], e / e.sum(), rtol=1e-6)
+    assert list(idx[2, :2]) == [3, 5]
+
+
+def test_swiglu_clamps_and_adds_one():
+    n, I = 3, 40
+    gu = rng.standard_normal((n, 2 * I)).astype(np.float32) * 6
+    bias = rng.standard_normal(2 * I).astype(np.float32)
+    out = np.empty((n, I), np.float32)
+    loops.swiglu_clamped(gu, bias, np.float32(7.0), np.float32(1.702), out)
+    z = (gu + bias).astype(np.float64)
+    g, l = np.minimum(z[:, 0::2], 7), np.clip(z[:, 1::2], -7, 7)
+    np.testing.assert_allclose(out, g / (1 + np.exp(-1.702 * g)) * (l + 1), rtol=1e-5, atol=1e-5)
+
+
+def test_moe_groups_tokens_by_expert():
+    """The sparse dispatch equals a dense per-token loop over the chosen experts."""
+    H, I, E, T, k = 64, 96, 5, 7, 3
+    from edgeoss.format import ALIGN, PART_ALIGN, align_up
+    parts = {}
+    blob_parts = []
+    for e in range(E):
+        gub, gus = quantize_mxfp4(rng.standard_normal((2 * I, H)) * 0.2)
+        dnb, dns = quantize_mxfp4(rng.standard_normal((H, I)) * 0.2)
+        gubias = rng.standard_normal(2 * I).astype(np.float32) * 0.1
+        dnbias = rng.standard_normal(H).astype(np.float32) * 0.1
+        blob_parts.append([gub, gus, gubias, dnb, dns, dnbias])
+    offs, rel = [], 0
+    for arr in blob_parts[0]:
+        rel = align_up(rel, PART_ALIGN)
+        offs.append(rel)
+        rel += arr.nbytes
+    stride = align_up(rel, ALIGN)
+    blob = np.zeros((E, stride), np.uint8)
+    for e in range(E):
+        for off, arr in zip(offs, blob_parts[e]):
+            blob[e, off:off + arr.nbytes] = np.ascontiguousarray(arr).view(np.uint8).reshape(-1)
+    h = rng.standard_normal((T, H)).astype(np.float32)
+    idx = np.array([rng.choice(E, k, replace=False) for _ in range(T)], np.int64)
+    wts = rng.uniform(0.1, 1, (T, k)).astype(np.float32)
+    want = np.zeros((T, H))
+    for t in range(T):
+        for s in range(k):
+            gub, gus, gubias, dnb, dns, dnbias = blob_parts[idx[t, s]]
+            gu = dequantize_mxfp4(gub, gus) @ h[t] + gubias
+            g, l = np.minimum(gu[0::2], 7), np.clip(gu[1::2], -7, 7)
+            a = g / (1 + np.exp(-1.702 * g)) * (l + 1)
+            want[t] += wts[t, s] * (dequantize_mxfp4(dnb, dns) @ a + dnbias)
+    slots = np.arange(E, dtype=np.int64)
+    for use_q8, tol in ((False, 1e-4), (True, 3e-2)):
+        out = np.zeros((T, H), np.float32)
+        loops.moe(h, idx, wts, blob, slots, np.array(offs, np.int64), H, I, use_q8,
+                  np.float32(7.0), np.float32(1.702), out)
+        err = np.linalg.norm(out - want) / np.linalg.norm(want)
+        assert err < tol, (use_q8, err)
+    # a permuted slot table must fetch the same experts from their new rows
+    perm = np.array([3, 0, 4, 1, 2], np.int64)
+    moved = np.zeros_like(blob)
+    moved[perm] = blob
+    out2 = np.zeros((T, H), np.float32)
+    loops.moe(h, idx, wts, moved, perm, np.array(offs, np.int64), H, I, False,
+              np.float32(7.0), np.float32(1.702), out2)
+    np.testing.assert_allclose(out2, want, rtol=1e-4, atol=1e-4)
+
+
+def test_sampling():
+    logits = np.array([0.0, 3.0, 1.0, 2.9, -5.0], np.float32)
+    assert loops.sample_token(logits, 0.0, 0, 1.0, 0.5) == 1
+    # top_k 1 is greedy whatever the draw
+    assert {loops.sample_token(logits, 1.0, 1, 1.0, u) for u in np.linspace(0, 0.999, 50)} == {1}
+    # top_p small enough keeps only the best two (p1 ~ 0.45, p3 ~ 0.41)
+    assert {loops.sample_token(logits, 1.0, 0, 0.8, u) for u in np.linspace(0, 0.999, 200)} == {1, 3}
+    # frequencies follow softmax(logits / T)
+    draws = np.array([loops.sample_token(logits, 0.7, 0, 1.0, u) for u in rng.random(20000)])
+    p = np.exp(logits / 0.7 - (logits / 0.7).max())
+    p /= p.sum()
+    np.testing.assert_allclose(np.bincount(draws, minlength=5) / draws.size, p, atol=0.015)

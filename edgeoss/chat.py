@@ -56,6 +56,7 @@ class Chat:
     tools: list[oh.ToolDescription] = field(default_factory=list)
     messages: list[oh.Message] = field(default_factory=list)
     last_stop_token: int | None = None
+    last_tokens: list[int] = field(default_factory=list)   # the raw tokens of the last reply
 
     def __post_init__(self):
         if self.reasoning not in REASONING:
@@ -94,8 +95,10 @@ class Chat:
         stop = self.encoding.stop_tokens_for_assistant_actions()  # <|return|>, <|call|>
         parser = oh.StreamableParser(self.encoding, role=oh.Role.ASSISTANT, strict=False)
         self.last_stop_token = None
+        self.last_tokens = []
         try:
             for tok in self.model.generate(self.prompt_tokens(), max_tokens=max_tokens, stop=stop, **sampling):
+                self.last_tokens.append(tok)
                 if tok in stop:
                     self.last_stop_token = tok
                 parser.process(tok)

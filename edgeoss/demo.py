@@ -64,7 +64,11 @@ def run_demo(directory: Path | None = None, threads: int | None = None) -> int:
     print(f"  ({len(out)} tokens in {dt:.2f} s)")
     if enc is not None:
         chat = Chat(model, reasoning="low")
-        reply = "".join(d.text for d in chat.send("Hello! Who are you?", max_tokens=24, temperature=1.0, seed=0))
-        print("chat (harmony, analysis + final channels):", repr(reply))
+        print("chat: harmony prompt of", len(chat.prompt_tokens()), "tokens; the reply by channel:")
+        for d in chat.send("Hello! Who are you?", max_tokens=24, temperature=1.0, seed=0):
+            print(f"  [{d.channel or 'no channel'}] {d.text!r}")
+        print(f"  raw reply: {enc.decode(chat.last_tokens)!r}")
+        print(f"  parsed messages: {[m.channel for m in chat.messages[1:]]} (random weights rarely "
+              "follow the format)")
     print(f"\nmodel kept in {model_dir}")
     return 0

@@ -1,0 +1,7 @@
+"""Compute kernels of edgeoss.
+
+dot: the quantized dot products (C with SIMD via cffi, or the Numba fallback);
+loops: the Numba loops around them.  Import the submodules directly; this
+package imports nothing by itself (importing dot registers the kernel symbols
+with Numba and may compile the fallback).
+"""

@@ -2,8 +2,9 @@
 
 Everything else about the package lives in pyproject.toml.  If the C code
 cannot be compiled (no compiler, unsupported platform, ...), the install still
-succeeds, prints a warning, and edgeoss runs on its Numba kernels instead
-(edgeoss.kernels.dot.BACKEND == "numba").
+succeeds, prints a warning (visible with pip -v), and edgeoss runs on its Numba
+kernels instead (edgeoss.kernels.dot.BACKEND == "numba").  With
+EDGEOSS_REQUIRE_C=1 in the environment (CI) a failed C build fails the install.
 """
 
 import os
@@ -22,10 +23,17 @@ Reason: {reason}
 """
 
 
+def _c_required():
+    return os.environ.get("EDGEOSS_REQUIRE_C", "").strip() not in ("", "0")
+
+
 class OptionalBuildExt(build_ext):
-    """build_ext whose failures are reported but do not fail the install."""
+    """build_ext whose failures are reported but do not fail the install
+    (unless EDGEOSS_REQUIRE_C=1, as in CI: then they do)."""
 
     def _warn(self, exc):
+        if _c_required():
+            raise exc
         reason = "".join(traceback.format_exception_only(type(exc), exc)).strip()
         sys.stderr.write(_WARNING.format(reason=reason))
         sys.stderr.flush()

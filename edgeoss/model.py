@@ -210,7 +210,9 @@ class Model:
         if not ids:
             raise ValueError("generate needs at least one prompt token")
         if not 0.0 < top_p <= 1.0:
-            raise ValueError("top_p must be in (0, 1]")
+            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+        if temperature < 0 or top_k < 0:
+            raise ValueError(f"temperature and top_k must be >= 0, got {temperature} and {top_k}")
         stop_ids = set(self.config.eos_token_ids if stop is None else (int(s) for s in stop))
         rng = np.random.default_rng(seed)
         logits = self._prefill(ids)

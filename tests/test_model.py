@@ -111,3 +111,19 @@ def test_bad_token_ids_are_refused(converted):
     model = load(converted("tiny-s0", "q8"))
     with pytest.raises(ValueError, match="token ids must be in"):
         model.logits([0, model.config.vocab_size])
+
+
+def test_120b_layout_converts_and_runs(tmp_path):
+    """Nothing is specific to 20b: the 120b preset's depth and expert count (36 layers, 128
+    experts) at tiny widths converts and matches the reference."""
+    from edgeoss.convert import convert
+    from edgeoss.synthetic import make_checkpoint
+    hf = make_checkpoint(tmp_path / "hf", preset="120b", seed=4, tokenizer_dir=False, progress=False,
+                         hidden_size=64, intermediate_size=64, num_attention_heads=2, num_key_value_heads=1,
+                         vocab_size=300, sliding_window=4)
+    cfg, w = reference.load_checkpoint(hf)
+    assert cfg["num_hidden_layers"] == 36 and cfg["num_local_experts"] == 128
+    model = load(convert(str(hf), tmp_path / "m", preset="bf16", no_tokenizer=True, progress=False))
+    ids = token_ids(300, 12, seed=1)
+    got = model.logits(ids)
+    assert reference.rel_l2(got, reference.forward(cfg, w, ids, routing=model.last_routing)) <= BOUNDS["bf16"]

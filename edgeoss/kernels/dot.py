@@ -13,6 +13,8 @@ therefore compiled (and cached) identically with either backend.
 
 Environment:
   EDGEOSS_KERNELS=auto|c|numba  backend (default auto: C if it loads)
+  EDGEOSS_REQUIRE_C=1  as EDGEOSS_KERNELS=c unless numba is asked for explicitly
+        (CI: no silent fallback; setup.py then also fails if C does not build)
   EDGEOSS_SIMD=scalar|avx2|avx512|neon  force a C SIMD level at import
         (ValueError if this CPU cannot run it)
 
@@ -269,12 +271,14 @@ def _choose_backend():
         raise ValueError(f"EDGEOSS_KERNELS={want!r}: expected auto, c or numba")
     if want == "numba":
         return "numba", "EDGEOSS_KERNELS=numba"
+    required = os.environ.get("EDGEOSS_REQUIRE_C", "").strip() not in ("", "0")
     try:
         get_kernels("c")
         return "c", None
     except Exception as exc:  # not built, stale, or failed to load
-        if want == "c":
-            raise ImportError(f"EDGEOSS_KERNELS=c but the C kernels cannot be loaded: {exc}") from exc
+        if want == "c" or required:
+            why = "EDGEOSS_KERNELS=c" if want == "c" else "EDGEOSS_REQUIRE_C is set"
+            raise ImportError(f"{why} but the C kernels cannot be loaded: {exc}") from exc
         reason = str(exc) if isinstance(exc, ImportError) else f"{type(exc).__name__}: {exc}"
         warnings.warn(f"edgeoss: using the slower Numba kernels: {reason}", RuntimeWarning, stacklevel=3)
         return "numba", reason

@@ -1,0 +1,56 @@
+"""Command-line behaviour a user relies on, in fresh processes where it matters."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from edgeoss.cli import main
+
+
+def run_edgeoss(args, env_extra=None, prelude=""):
+    env = {k: v for k, v in os.environ.items() if k not in ("EDGEOSS_REQUIRE_C", "EDGEOSS_KERNELS")}
+    env.update(env_extra or {})
+    code = f"import sys\n{prelude}\nfrom edgeoss.cli import main\nsys.exit(main({args!r}))"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+
+
+def test_without_the_c_extension_info_says_so_and_numba_runs(converted):
+    """A machine where the C kernels did not build: `info` says so plainly and generation still
+    runs, through the Numba fallback, to the same tokens."""
+    model = str(converted("tiny-s0", "q8"))
+    block_c = "sys.modules['edgeoss._ckernels'] = None  # as if the build had failed"
+    info = run_edgeoss(["info", model], prelude=block_c)
+    assert info.returncode == 0, info.stderr
+    assert "kernels: numba" in info.stdout and "C extension is not in use" in info.stdout
+    args = ["generate", model, "1 2 3", "--ids", "--max-tokens", "6", "--ignore-eos"]
+    slow = run_edgeoss(args, prelude=block_c)
+    fast = run_edgeoss(args)
+    assert slow.returncode == 0 and fast.returncode == 0, slow.stderr + fast.stderr
+    assert slow.stdout.split() == fast.stdout.split() and len(fast.stdout.split()) == 6
+
+
+def test_repo_id_offline_gives_a_clear_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    code = main(["convert", "nobody-here/no-such-model", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and "HF_HUB_OFFLINE" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_source_path(tmp_path, capsys):
+    assert main(["convert", str(tmp_path / "nothing"), str(tmp_path / "out")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_generate_without_tokenizer_needs_ids(converted, capsys):
+    assert main(["generate", str(converted("tiny-s0", "q8")), "hello"]) == 2
+    assert "token ids" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bad", [["--temperature", "-1"], ["--top-p", "0"]])
+def test_bad_sampling_arguments(converted, capsys, bad):
+    assert main(["generate", str(converted("tiny-s0", "q8")), "1 2", "--ids"] + bad) == 2
+    assert "edgeoss: error:" in capsys.readouterr().err

@@ -137,13 +137,6 @@ def plan_layout(cfg: GptOssConfig, preset: str) -> Layout:
     return lay
 
 
-def check_tokenizer_name(model_dir: Path, manifest: dict) -> Path | None:
-    tok = manifest.get("tokenizer")
-    if not tok:
-        return None
-    return model_dir / tok["file"]
-
-
 class ModelFiles:
     """An opened, validated model directory: manifest, config and memory-mapped tensors."""
 
@@ -182,7 +175,8 @@ class ModelFiles:
                 raise FormatError(f"{self.path}: tensor {name} lies beyond the end of {wpath.name}")
         self.weights_path = wpath
         self._mm = np.memmap(wpath, dtype=np.uint8, mode="r")
-        self.vocab_path = check_tokenizer_name(self.path, m)
+        tok = m.get("tokenizer")
+        self.vocab_path = self.path / tok["file"] if tok else None
 
     # -- views ----------------------------------------------------------------------------
     def part(self, name: str, part: str) -> np.ndarray:

@@ -17,6 +17,7 @@ import numpy as np
 
 from .. import format as fmt
 from ..config import GptOssConfig
+from ..safetensors_io import f32_to_bf16_bits
 from .checkpoint import HFCheckpoint
 from .quantize import hf_to_kernel_order, quantize_mxfp4, quantize_q4, quantize_q8
 from .vocab import bundle_vocab, has_tokenizer
@@ -65,7 +66,6 @@ def _write_matrix(w: _Writer, entry: dict, ck: HFCheckpoint, sources: list[str])
             if mtype == "bf16":
                 bits = ck.read_bf16_bits(src, a, b)
                 if bits is None:  # an f16/f32 source: round to bf16
-                    from ..safetensors_io import f32_to_bf16_bits
                     bits = f32_to_bf16_bits(ck.read(src, a, b))
                 w.write(parts["data"]["offset"] + r * cols * 2, bits)
                 continue

@@ -117,6 +117,11 @@ def cmd_chat(a) -> int:
     return 0
 
 
+def cmd_bench(a) -> int:
+    from .bench import main_bench
+    return main_bench(a)
+
+
 def cmd_demo(a) -> int:
     from .demo import run_demo
     return run_demo(a.dir, threads=a.threads)
@@ -159,6 +164,15 @@ def build_parser() -> argparse.ArgumentParser:
     ch.set_defaults(max_tokens=2048)
     _add_runtime_args(ch)
     ch.set_defaults(func=cmd_chat)
+
+    b = sub.add_parser("bench", help="prefill/decode speed, memory and the bandwidth roofline")
+    b.add_argument("model")
+    b.add_argument("--prompt", type=int, default=512, help="prompt tokens (default 512)")
+    b.add_argument("--gen", type=int, default=128, help="decoded tokens (default 128)")
+    b.add_argument("--repeats", type=int, default=3)
+    b.add_argument("--threads", type=int, default=None)
+    b.add_argument("--json", action="store_true", help="print one JSON object")
+    b.set_defaults(func=cmd_bench)
 
     d = sub.add_parser("demo", help="make a tiny random-weight model and run it (no download; its text is noise)")
     d.add_argument("--dir", type=Path, default=None, help="where to keep the demo model")

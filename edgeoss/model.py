@@ -150,6 +150,7 @@ class Model:
         h = np.empty_like(x)                                # [T, H] normed input of a block
         attn = np.empty((T, nh, hd), np.float32)
         routing = np.empty((T, cfg.num_hidden_layers, cfg.num_experts_per_tok), np.int64)
+        idx = np.empty((T, cfg.num_experts_per_tok), np.int64)
         wts = np.empty((T, cfg.num_experts_per_tok), np.float32)
         for li, (layer, lc) in enumerate(zip(self.layers, self.cache.layers)):
             # attention block
@@ -170,8 +171,8 @@ class Model:
             loops.f32_rmsnorm(x, layer.mlp_norm, eps, h)
             router_logits = layer.router.apply(h)
             loops.add_bias(router_logits, layer.router_bias)
-            idx = routing[:, li]
             loops.route_topk(router_logits, cfg.num_experts_per_tok, idx, wts)
+            routing[:, li] = idx
             loops.moe(h, idx, wts, layer.experts, self.all_experts, layer.expert_offsets, H,
                       cfg.intermediate_size, self.expert_acts_q8, cfg.swiglu_limit, cfg.swiglu_alpha, x)
         self.cache.tokens.extend(int(t) for t in ids)

@@ -54,3 +54,19 @@ def test_generate_without_tokenizer_needs_ids(converted, capsys):
 def test_bad_sampling_arguments(converted, capsys, bad):
     assert main(["generate", str(converted("tiny-s0", "q8")), "1 2", "--ids"] + bad) == 2
     assert "edgeoss: error:" in capsys.readouterr().err
+
+
+def test_bench_json_reports_what_the_speed_issue_tracks(converted, capsys):
+    import json
+    assert main(["bench", str(converted("tiny-s0", "q8")), "--prompt", "20", "--gen", "5", "--repeats", "2",
+                 "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    for key in ("prefill_tokens_per_s", "decode_tokens_per_s", "peak_rss_bytes", "bytes_per_token",
+                "roofline_fraction", "ttft_cold_s", "ttft_warm_s", "bandwidth_bytes_per_s"):
+        assert r[key] > 0, key
+    assert len(r["prefill_runs"]) == 2 and len(r["decode_runs"]) == 2
+    # bytes per decoded token: everything but the embedding, whose one row is read, and 4 of 8 experts
+    from edgeoss.format import ModelFiles
+    files = ModelFiles(converted("tiny-s0", "q8"))
+    experts = [t for t in files.tensors.values() if t["type"] == "mxfp4_experts"]
+    assert r["bytes_per_token"] < files.manifest["weights_bytes"] - sum(t["nbytes"] for t in experts) / 2

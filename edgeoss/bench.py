@@ -1,0 +1,122 @@
+"""`edgeoss bench`: prefill and decode speed, time to first token, memory, and how close decoding
+comes to this machine's memory-bandwidth roofline (measured in the same run: it drifts)."""
+
+from __future__ import annotations
+
+import json
+import resource
+import statistics
+import sys
+import time
+
+import numpy as np
+
+from . import format as fmt
+
+
+def read_bandwidth(nbytes: int = 1 << 30, threads: int = 2, repeats: int = 5) -> float:
+    """Best-of-N bytes/s of reading a buffer far larger than the caches with `threads` threads,
+    each summing its own contiguous part (NumPy's vectorized sum, which drops the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    a = np.ones(nbytes // 4, np.float32)
+    parts = np.array_split(a, threads)
+    best = float("inf")
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(np.sum, parts))  # touch the pages once
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            list(pool.map(np.sum, parts))
+            best = min(best, time.perf_counter() - t0)
+    return a.nbytes / best
+
+
+def decode_bytes_per_token(files: fmt.ModelFiles) -> int:
+    """Weight bytes one decoded token reads: every non-expert matrix and vector except the
+    embedding (one row of it), plus k experts per layer."""
+    c = files.config
+    total = 0
+    for name, t in files.tensors.items():
+        if t["type"] == "mxfp4_experts":
+            total += c.num_experts_per_tok * t["expert_bytes"]
+        elif name == "embed":
+            total += sum(p["nbytes"] for p in t["parts"].values()) // c.vocab_size
+        else:
+            total += sum(p["nbytes"] for p in t["parts"].values())
+    return total
+
+
+def peak_rss_bytes() -> int:
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return r if sys.platform == "darwin" else r * 1024
+
+
+def run_bench(path, prompt: int = 512, gen: int = 128, threads: int | None = None, repeats: int = 3,
+              seed: int = 0) -> dict:
+    from .kernels import dot
+    from .model import load
+
+    t_start = time.perf_counter()
+    model = load(path, context=prompt + gen + 16, threads=threads)
+    files = model.files
+    vocab = model.config.vocab_size
+    rng = np.random.default_rng(seed)
+    ids = [int(t) for t in rng.integers(0, min(vocab, 199998), prompt)]
+
+    # cold: the first token of this process (Numba cache load, page faults on the weights)
+    model.reset()
+    model.forward(ids[:1])
+    ttft_cold = time.perf_counter() - t_start
+
+    prefill, decode, ttft = [], [], []
+    for _ in range(repeats):
+        model.reset()
+        t0 = time.perf_counter()
+        logits = model.forward(ids)
+        t1 = time.perf_counter()
+        tok = int(np.argmax(logits))
+        prefill.append(prompt / (t1 - t0))
+        ttft.append(t1 - t0)
+        if gen:
+            t2 = time.perf_counter()
+            for _ in range(gen):
+                tok = int(np.argmax(model.forward([tok])))
+            decode.append(gen / (time.perf_counter() - t2))
+
+    rss = peak_rss_bytes()  # before the bandwidth sweep allocates its buffer
+    bw = read_bandwidth(threads=model.threads)
+    bpt = decode_bytes_per_token(files)
+    dec = statistics.median(decode) if decode else float("nan")
+    return {
+        "model": str(files.path), "preset": files.preset, "threads": model.threads,
+        "kernels": f"{dot.BACKEND}" + (f"/{dot.simd_variant_name()}" if dot.BACKEND == "c" else ""),
+        "prompt_tokens": prompt, "gen_tokens": gen, "repeats": repeats,
+        "prefill_tokens_per_s": statistics.median(prefill),
+        "decode_tokens_per_s": dec,
+        "prefill_runs": prefill, "decode_runs": decode,
+        "ttft_cold_s": ttft_cold, "ttft_warm_s": statistics.median(ttft),
+        "peak_rss_bytes": rss, "model_bytes": files.manifest["weights_bytes"],
+        "bytes_per_token": bpt, "bandwidth_bytes_per_s": bw,
+        "roofline_tokens_per_s": bw / bpt, "roofline_fraction": dec * bpt / bw,
+    }
+
+
+def format_report(r: dict) -> str:
+    gb = 1e9
+    return "\n".join([
+        f"model {r['model']} ({r['preset']}), {r['threads']} threads, kernels {r['kernels']}",
+        f"prefill {r['prompt_tokens']} tokens: {r['prefill_tokens_per_s']:.2f} tok/s (median of {r['repeats']})",
+        f"decode {r['gen_tokens']} tokens: {r['decode_tokens_per_s']:.2f} tok/s",
+        f"time to first token: cold {r['ttft_cold_s']:.2f} s (1-token prompt, new process), "
+        f"warm {r['ttft_warm_s']:.2f} s ({r['prompt_tokens']}-token prompt)",
+        f"decode reads {r['bytes_per_token'] / gb:.2f} GB/token; read bandwidth now "
+        f"{r['bandwidth_bytes_per_s'] / gb:.1f} GB/s -> roofline {r['roofline_tokens_per_s']:.2f} tok/s; "
+        f"decode at {100 * r['roofline_fraction']:.0f}% of it",
+        f"peak RSS {r['peak_rss_bytes'] / gb:.2f} GB (model {r['model_bytes'] / gb:.2f} GB, mapped)",
+    ])
+
+
+def main_bench(args) -> int:
+    r = run_bench(args.model, prompt=args.prompt, gen=args.gen, threads=args.threads, repeats=args.repeats)
+    print(json.dumps(r) if args.json else format_report(r))
+    return 0

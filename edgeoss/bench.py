@@ -80,7 +80,7 @@ def run_bench(path, prompt: int = 512, gen: int = 128, threads: int | None = Non
         if gen:
             t2 = time.perf_counter()
             for _ in range(gen):
-                tok = int(np.argmax(model.forward([tok])))
+                tok = int(np.argmax(model.step(tok)))
             decode.append(gen / (time.perf_counter() - t2))
 
     rss = peak_rss_bytes()  # before the bandwidth sweep allocates its buffer

@@ -19,6 +19,9 @@ from .kernels import loops
 from .kvcache import KVCache
 
 
+PREFILL_CHUNK = 512  # tokens per forward chunk: bounds the work buffers; experts get ~64 tokens each
+
+
 @dataclass
 class Matrix:
     """A [rows, cols] weight matrix as stored: q8 / q4 blocks or bf16 bits."""
@@ -30,30 +33,51 @@ class Matrix:
     def rows(self) -> int:
         return next(iter(self.arrays.values())).shape[0]
 
-    def apply(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """x float32 [T, cols] -> x @ W^T, float32 [T, rows]."""
-        out = np.empty((x.shape[0], self.rows), np.float32) if out is None else out
+    @property
+    def cols(self) -> int:
+        a = next(iter(self.arrays.values()))
+        return a.shape[1] if self.kind == "bf16" else a.shape[1] * 32
+
+    def apply(self, x: np.ndarray, out: np.ndarray, xq: np.ndarray | None = None,
+              xd: np.ndarray | None = None) -> np.ndarray:
+        """out float32 [T, rows] = x float32 [T, cols] @ W^T. Quantized kinds quantize x into
+        the work buffers xq int8 [T, cols] and xd float32 [T, cols / 32]."""
         if self.kind == "bf16":
             loops.f32_bf16w_matmul(self.arrays["data"], x, out)
         else:
-            xq = np.empty(x.shape, np.int8)
-            xd = np.empty((x.shape[0], x.shape[1] // 32), np.float32)
             loops.q8_quantize(x, xq, xd)
             kind = loops.KIND_Q8 if self.kind == "q8" else loops.KIND_Q4
             loops.q8x_matmul(kind, self.arrays["qs"], self.arrays["scales"].view(np.uint16), xq, xd, out)
         return out
 
-    def rows_f32(self, ids: np.ndarray) -> np.ndarray:
-        """Dequantized rows `ids` (the embedding lookup): float32 [len(ids), cols]."""
+    def rows_f32(self, ids: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """Dequantized rows `ids` (the embedding lookup) into out float32 [len(ids), cols]."""
         if self.kind == "bf16":
-            return (self.arrays["data"][ids].astype(np.uint32) << 16).view(np.float32)
-        scales = self.arrays["scales"][ids].astype(np.float32)[..., None]
-        qs = self.arrays["qs"][ids]
-        if self.kind == "q8":
-            vals = qs.astype(np.float32)
+            loops.bf16_rows(self.arrays["data"], ids, out.view(np.uint32))
         else:
-            vals = np.concatenate([qs & 15, qs >> 4], axis=-1).astype(np.float32) - 8
-        return (vals * scales).reshape(len(ids), -1)
+            kind = loops.KIND_Q8 if self.kind == "q8" else loops.KIND_Q4
+            loops.dequant_rows(kind, self.arrays["qs"], self.arrays["scales"].view(np.uint16),
+                               loops.FP16_TO_F32, ids, out)
+        return out
+
+
+class Buffers:
+    """Work arrays reused by every forward call, grown (never shrunk) to the largest chunk
+    seen: decoding a token allocates no array data."""
+
+    def __init__(self):
+        self._arrays: dict[str, np.ndarray] = {}
+
+    def get(self, name: str, shape: tuple, dtype=np.float32) -> np.ndarray:
+        n = int(np.prod(shape))
+        a = self._arrays.get(name)
+        if a is None or a.size < n or a.dtype != dtype:
+            a = self._arrays[name] = np.empty(n, dtype)
+        return a[:n].reshape(shape)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self._arrays.values())
 
 
 @dataclass
@@ -117,6 +141,8 @@ class Model:
         self.inv_freq = np.array(inv_freq, np.float64)
         self._cos = self._sin = np.zeros((0, cfg.head_dim // 2), np.float32)
         self.cache = KVCache(cfg, min(context, cfg.max_position_embeddings))
+        self._buf = Buffers()
+        self._scratch_tokens = 0
         self._tokenizer = None
         self.last_routing = np.zeros((0, cfg.num_hidden_layers, cfg.num_experts_per_tok), np.int64)
 
@@ -129,59 +155,101 @@ class Model:
             self._sin = (np.sin(ang) * self.rope_scale).astype(np.float32)
         return self._cos, self._sin
 
+    def _scratch(self, T: int) -> tuple[tuple, tuple]:
+        """Work buffers of attention and the experts for chunks of up to T tokens."""
+        if T > self._scratch_tokens:
+            cfg = self.config
+            self._att_scratch = loops.attention_scratch(T, cfg.num_attention_heads, cfg.num_key_value_heads,
+                                                        cfg.head_dim)
+            self._moe_scratch = loops.moe_scratch(T, cfg.hidden_size, cfg.intermediate_size,
+                                                  cfg.num_local_experts)
+            self._scratch_tokens = T
+        return self._att_scratch, self._moe_scratch
+
     def forward(self, tokens: Iterable[int], all_logits: bool = False) -> np.ndarray:
         """Run `tokens` after what the cache holds; returns float32 logits for every new token
-        [T, V] if all_logits, else for the last one [V]."""
+        [T, V] if all_logits, else for the last one [V]. Long inputs run in chunks of
+        PREFILL_CHUNK tokens (bounded work memory, same results)."""
         cfg = self.config
         ids = np.asarray(list(tokens), dtype=np.int64)
         if ids.size == 0:
             raise ValueError("no tokens to run")
         if ids.min() < 0 or ids.max() >= cfg.vocab_size:
             raise ValueError(f"token ids must be in [0, {cfg.vocab_size}); got {ids.min()}..{ids.max()}")
+        self.cache.reserve(self.cache.length + ids.size)
+        routing = self._buf.get("routing", (ids.size, cfg.num_hidden_layers, cfg.num_experts_per_tok), np.int64)
+        parts = []
+        for c0 in range(0, ids.size, PREFILL_CHUNK):
+            chunk = ids[c0:c0 + PREFILL_CHUNK]
+            last = c0 + chunk.size == ids.size
+            logits = self._forward_chunk(chunk, routing[c0:c0 + chunk.size],
+                                         "all" if all_logits else "last" if last else "none")
+            if all_logits:
+                parts.append(logits)
+        self.last_routing = routing  # [T, layers, k]: the experts each new token used
+        return np.concatenate(parts) if all_logits else logits[0].copy()
+
+    def _forward_chunk(self, ids: np.ndarray, routing: np.ndarray, logits: str) -> np.ndarray | None:
+        """One chunk through every layer. logits: "all" (a new [T, V] array), "last" (a [1, V]
+        view of a reused buffer, valid until the next call) or "none"."""
+        cfg = self.config
         T, pos0 = ids.size, self.cache.length
-        self.cache.reserve(pos0 + T)
         cos, sin = self._rope_tables(pos0 + T)
         H, nh, nkv, hd = cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
-        qd, kvd = cfg.q_dim, cfg.kv_dim
+        qd, kvd, k = cfg.q_dim, cfg.kv_dim, cfg.num_experts_per_tok
         scale = np.float32(1.0 / np.sqrt(hd))
         eps = cfg.rms_norm_eps
+        B = self._buf
+        att_scratch, moe_scratch = self._scratch(T)
 
-        x = self.embed.rows_f32(ids)                       # [T, H] residual stream
-        h = np.empty_like(x)                                # [T, H] normed input of a block
-        attn = np.empty((T, nh, hd), np.float32)
-        routing = np.empty((T, cfg.num_hidden_layers, cfg.num_experts_per_tok), np.int64)
-        idx = np.empty((T, cfg.num_experts_per_tok), np.int64)
-        wts = np.empty((T, cfg.num_experts_per_tok), np.float32)
+        x = self.embed.rows_f32(ids, B.get("x", (T, H)))    # the residual stream
+        h = B.get("h", (T, H))                                # normed input of a block
+        hq, hd_ = B.get("hq", (T, H), np.int8), B.get("hd", (T, H // 32))
+        qkv = B.get("qkv", (T, qd + 2 * kvd))
+        q, kk, v = B.get("q", (T, nh, hd)), B.get("k", (T, nkv, hd)), B.get("v", (T, nkv, hd))
+        attn = B.get("attn", (T, nh, hd))
+        aq, ad = B.get("aq", (T, qd), np.int8), B.get("ad", (T, qd // 32))
+        o = B.get("o", (T, H))
+        router_logits = B.get("router", (T, cfg.num_local_experts))
+        idx, wts = B.get("idx", (T, k), np.int64), B.get("wts", (T, k))
         for li, (layer, lc) in enumerate(zip(self.layers, self.cache.layers)):
             # attention block
             loops.f32_rmsnorm(x, layer.attn_norm, eps, h)
-            qkv = layer.qkv.apply(h)
-            loops.add_bias(qkv, layer.qkv_bias)
-            q = qkv[:, :qd].reshape(T, nh, hd).copy()
-            k = qkv[:, qd:qd + kvd].reshape(T, nkv, hd).copy()
-            v = qkv[:, qd + kvd:].reshape(T, nkv, hd).copy()
-            loops.rope_inplace(q, cos, sin, pos0)
-            loops.rope_inplace(k, cos, sin, pos0)
-            loops.attention_sinks(q, k, v, lc.k, lc.v, pos0, lc.ring, lc.window, layer.sinks, scale, attn)
-            loops.kv_store(k, v, lc.k, lc.v, pos0, lc.ring)
-            o = layer.o.apply(attn.reshape(T, qd))
-            loops.add_bias(o, layer.o_bias)
-            x += o
+            layer.qkv.apply(h, qkv, hq, hd_)
+            loops.qkv_split_rope(qkv, layer.qkv_bias, cos, sin, pos0, q, kk, v)
+            loops.attention_sinks(q, kk, v, lc.k, lc.v, pos0, lc.ring, lc.window, layer.sinks, scale, attn,
+                                  *att_scratch)
+            loops.kv_store(kk, v, lc.k, lc.v, pos0, lc.ring)
+            layer.o.apply(attn.reshape(T, qd), o, aq, ad)
+            loops.add_bias_residual(o, layer.o_bias, x)
             # mixture-of-experts block
             loops.f32_rmsnorm(x, layer.mlp_norm, eps, h)
-            router_logits = layer.router.apply(h)
+            layer.router.apply(h, router_logits)
             loops.add_bias(router_logits, layer.router_bias)
-            loops.route_topk(router_logits, cfg.num_experts_per_tok, idx, wts)
+            loops.route_topk(router_logits, k, idx, wts)
             routing[:, li] = idx
             loops.moe(h, idx, wts, layer.experts, self.all_experts, layer.expert_offsets, H,
-                      cfg.intermediate_size, self.expert_acts_q8, cfg.swiglu_limit, cfg.swiglu_alpha, x)
-        self.cache.tokens.extend(int(t) for t in ids)
-        self.last_routing = routing  # [T, layers, k]: the experts each new token used
-        last = x if all_logits else x[-1:]
-        normed = np.empty_like(last)
-        loops.f32_rmsnorm(np.ascontiguousarray(last), self.norm, eps, normed)
-        logits = self.lm_head.apply(normed)
-        return logits if all_logits else logits[0]
+                      cfg.intermediate_size, self.expert_acts_q8, cfg.swiglu_limit, cfg.swiglu_alpha, x,
+                      *moe_scratch)
+        self.cache.tokens.extend(ids.tolist())
+        if logits == "none":
+            return None
+        n = T if logits == "all" else 1
+        normed = B.get("normed", (n, H))
+        loops.f32_rmsnorm(x[T - n:], self.norm, eps, normed)
+        out = np.empty((n, cfg.vocab_size), np.float32) if logits == "all" else B.get("logits", (1, cfg.vocab_size))
+        return self.lm_head.apply(normed, out, B.get("nq", (n, H), np.int8), B.get("nd", (n, H // 32)))
+
+    def step(self, token: int) -> np.ndarray:
+        """Decode one token after what the cache holds: its logits [V], a view of a buffer that
+        the next call overwrites (copy it to keep it). Allocates no array data."""
+        if not 0 <= token < self.config.vocab_size:
+            raise ValueError(f"token id must be in [0, {self.config.vocab_size}); got {token}")
+        self.cache.reserve(self.cache.length + 1)
+        ids = self._buf.get("step_id", (1,), np.int64)
+        ids[0] = token
+        self.last_routing = self._buf.get("step_routing", (1,) + self.last_routing.shape[1:], np.int64)
+        return self._forward_chunk(ids, self.last_routing, "last")[0]
 
     # -- public API ---------------------------------------------------------------------------
     def reset(self) -> None:
@@ -222,7 +290,7 @@ class Model:
             yield tok
             if tok in stop_ids or i == max_tokens - 1 or self.cache.length >= self.config.max_position_embeddings:
                 return
-            logits = self.forward([tok])
+            logits = self.step(tok)
 
     # -- tokenizer ------------------------------------------------------------------------------
     @property

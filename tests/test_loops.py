@@ -49,10 +49,11 @@ def attention_numpy(q, k, v, sinks, window, scale):
     return out
 
 
-@pytest.mark.parametrize("window", [0, 5, 127, 128, 129])
-def test_attention_with_sinks_and_windows_in_chunks(window):
+@pytest.mark.parametrize("window,nh,nkv", [(0, 4, 2), (5, 4, 2), (127, 4, 2), (128, 4, 2), (129, 4, 2),
+                                           (0, 6, 1), (9, 3, 3)])
+def test_attention_with_sinks_and_windows_in_chunks(window, nh, nkv):
     """Prefill in uneven chunks through the cache (a ring for sliding windows) equals one pass."""
-    T, nh, nkv, hd = 300, 4, 2, 64
+    T, hd = 300, 64
     q = rng.standard_normal((T, nh, hd)).astype(np.float32)
     k = rng.standard_normal((T, nkv, hd)).astype(np.float32)
     v = rng.standard_normal((T, nkv, hd)).astype(np.float32)
@@ -68,7 +69,7 @@ def test_attention_with_sinks_and_windows_in_chunks(window):
     for n in (1, 7, 130, 1, 3, 158):  # decode steps and prefills longer than the window
         out = np.empty((n, nh, hd), np.float32)
         loops.attention_sinks(q[pos:pos + n], k[pos:pos + n], v[pos:pos + n], kc, vc, pos, ring, window,
-                              sinks, scale, out)
+                              sinks, scale, out, *loops.attention_scratch(n, nh, nkv, hd))
         loops.kv_store(k[pos:pos + n], v[pos:pos + n], kc, vc, pos, ring)
         got[pos:pos + n] = out
         pos += n
@@ -138,7 +139,7 @@ def test_moe_groups_tokens_by_expert():
     for use_q8, tol in ((False, 1e-4), (True, 3e-2)):
         out = np.zeros((T, H), np.float32)
         loops.moe(h, idx, wts, blob, slots, np.array(offs, np.int64), H, I, use_q8,
-                  np.float32(7.0), np.float32(1.702), out)
+                  np.float32(7.0), np.float32(1.702), out, *loops.moe_scratch(T, H, I, E))
         err = np.linalg.norm(out - want) / np.linalg.norm(want)
         assert err < tol, (use_q8, err)
     # a permuted slot table must fetch the same experts from their new rows
@@ -147,7 +148,7 @@ def test_moe_groups_tokens_by_expert():
     moved[perm] = blob
     out2 = np.zeros((T, H), np.float32)
     loops.moe(h, idx, wts, moved, perm, np.array(offs, np.int64), H, I, False,
-              np.float32(7.0), np.float32(1.702), out2)
+              np.float32(7.0), np.float32(1.702), out2, *loops.moe_scratch(T, H, I, E))
     np.testing.assert_allclose(out2, want, rtol=1e-4, atol=1e-4)
 
 

@@ -84,6 +84,47 @@ def test_decode_through_cache_equals_prefill(converted, name):
     steps.append(model.forward(ids[20:], all_logits=True))
     chunked = np.concatenate(steps)
     assert reference.rel_l2(chunked, full) < 1e-5
+    # step(), the decoding loop's entry point, matches forward() token by token
+    model.reset()
+    model.forward(ids[:20])
+    stepped = np.stack([model.step(t).copy() for t in ids[20:]])
+    assert reference.rel_l2(stepped, full[20:]) < 1e-5
+
+
+def test_long_inputs_run_in_chunks(converted, monkeypatch):
+    """A prompt longer than PREFILL_CHUNK runs as several chunks with the same logits."""
+    import edgeoss.model as model_module
+    model = load(converted("tiny-s0", "q8"))
+    ids = token_ids(model.config.vocab_size, 23, seed=6)
+    full = model.logits(ids)
+    routing = model.last_routing.copy()
+    monkeypatch.setattr(model_module, "PREFILL_CHUNK", 5)
+    assert reference.rel_l2(model.logits(ids), full) < 1e-5
+    assert np.array_equal(model.last_routing, routing)
+    model.reset()
+    np.testing.assert_allclose(model.forward(ids), full[-1], rtol=1e-5, atol=1e-5)
+
+
+def test_decoding_allocates_no_array_data(tmp_path):
+    """After the first token, decoding reuses its buffers: no per-token array allocation.
+    A 65536-token vocabulary makes one logits row 256 KiB, so a copy per token would show."""
+    import tracemalloc
+
+    from edgeoss.convert import convert
+    from edgeoss.synthetic import make_checkpoint
+    hf = make_checkpoint(tmp_path / "hf", preset="tiny", seed=3, tokenizer_dir=False, vocab_size=65536)
+    model = load(convert(str(hf), tmp_path / "q8", preset="q8", no_tokenizer=True, progress=False))
+    model.forward(token_ids(model.config.vocab_size, 9, seed=2))
+    tok = int(np.argmax(model.step(3)))
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        for _ in range(5):
+            tok = int(np.argmax(model.step(tok)))
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * 1024, peak  # Python objects only (array views, the token list)
 
 
 def test_generate_greedy_follows_argmax_and_stops(converted):

@@ -106,6 +106,46 @@ def add_bias(out, bias):
             out[t, r] += bias[r]
 
 
+@njit(parallel=True, cache=True, nogil=True)
+def add_bias_residual(o, bias, x):
+    """x += o + bias (the attention block's output projection joining the residual stream)."""
+    for t in prange(x.shape[0]):
+        for r in range(x.shape[1]):
+            x[t, r] += o[t, r] + bias[r]
+
+
+# float32 value of every fp16 bit pattern: a 256 KiB table beats converting in jitted code
+FP16_TO_F32 = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
+
+
+@njit(cache=True, nogil=True)
+def dequant_rows(kind, qs, scales, f16, ids, out):
+    """out[i] = row ids[i] of a q8 (qs int8 [R, nb, 32]) or q4 (qs uint8 [R, nb, 16]) matrix
+    with fp16 scale bits [R, nb] (f16 = FP16_TO_F32), as float32 (the embedding lookup)."""
+    nb = qs.shape[1]
+    for i in range(ids.shape[0]):
+        r = ids[i]
+        for b in range(nb):
+            d = f16[scales[r, b]]
+            if kind == KIND_Q8:
+                for j in range(32):
+                    out[i, b * 32 + j] = np.float32(qs[r, b, j]) * d
+            else:
+                for j in range(16):
+                    c = np.int32(qs[r, b, j])
+                    out[i, b * 32 + j] = np.float32((c & 15) - 8) * d
+                    out[i, b * 32 + j + 16] = np.float32((c >> 4) - 8) * d
+
+
+@njit(cache=True, nogil=True)
+def bf16_rows(w, ids, out_bits):
+    """Row ids[i] of bf16 bits w [R, K] into out_bits[i] (uint32 view of a float32 array)."""
+    for i in range(ids.shape[0]):
+        r = ids[i]
+        for j in range(w.shape[1]):
+            out_bits[i, j] = np.uint32(w[r, j]) << 16
+
+
 # -- attention ----------------------------------------------------------------------------
 
 @njit(parallel=True, cache=True, nogil=True)
@@ -124,49 +164,140 @@ def rope_inplace(x, cos, sin, pos0):
                 x[t, h, i + half] = b * c + a * s
 
 
+# Query tokens per attention tile and keys per block: a tile's group of query heads (8 in
+# gpt-oss) times ATT_BQ tokens share every gathered key/value block, so each block is read once
+# per tile, not once per query row.
+ATT_BQ = 16
+ATT_BK = 64
+# Relaxed float rules for the attention loops only: lets LLVM vectorize the dot products and
+# reductions (reassociation); no "no-NaN/no-inf" assumptions, which masking could break.
+_ATT_MATH = {"reassoc", "contract", "nsz", "arcp"}
+
+
+def attention_scratch(T: int, nh: int, nkv: int, hd: int) -> tuple:
+    """Per-tile work buffers of `attention_sinks` for T query tokens (allocate once, reuse)."""
+    items = nkv * ((T + ATT_BQ - 1) // ATT_BQ)
+    rows = ATT_BQ * (nh // nkv)
+    return (np.empty((items, rows, hd), np.float32), np.empty((items, rows, hd), np.float32),
+            np.empty((items, 2, rows), np.float32), np.empty((items, ATT_BK, hd), np.float32),
+            np.empty((items, ATT_BK, hd), np.float32), np.empty((items, ATT_BK), np.float32))
+
+
 @njit(parallel=True, cache=True, nogil=True)
-def attention_sinks(q, k_new, v_new, k_cache, v_cache, pos0, ring, window, sinks, scale, out):
+def qkv_split_rope(qkv, bias, cos, sin, pos0, q, k, v):
+    """Fused q|k|v projection [T, (nh + 2 nkv) hd] plus bias -> q [T, nh, hd], k, v [T, nkv, hd],
+    with RoPE applied to q and k (as `rope_inplace`)."""
+    T, nh, hd = q.shape
+    nkv = k.shape[1]
+    half = hd // 2
+    kofs, vofs = nh * hd, (nh + nkv) * hd
+    for t in prange(T):
+        p = pos0 + t
+        for h in range(nh + nkv):
+            c0 = h * hd
+            for i in range(half):
+                a = qkv[t, c0 + i] + bias[c0 + i]
+                b = qkv[t, c0 + i + half] + bias[c0 + i + half]
+                c, s = cos[p, i], sin[p, i]
+                if h < nh:
+                    q[t, h, i] = a * c - b * s
+                    q[t, h, i + half] = b * c + a * s
+                else:
+                    k[t, h - nh, i] = a * c - b * s
+                    k[t, h - nh, i + half] = b * c + a * s
+        for h in range(nkv):
+            for i in range(hd):
+                v[t, h, i] = qkv[t, vofs + h * hd + i] + bias[vofs + h * hd + i]
+
+
+@njit(parallel=True, cache=True, nogil=True, fastmath=_ATT_MATH)
+def attention_sinks(q, k_new, v_new, k_cache, v_cache, pos0, ring, window, sinks, scale, out,
+                    qs, acc, ml, kb, vb, sc):
     """Causal attention with a per-head sink logit, optional sliding window, GQA.
 
     q [T, nh, hd]; k_new/v_new [T, nkv, hd] for positions pos0..pos0+T-1; earlier positions
     come from k_cache/v_cache [cap, nkv, hd] (a ring indexed by position % cap when `ring`).
     window = 0: all earlier keys; else keys j with p - j < window. The sink joins the softmax's
-    denominator only. One pass with a running max (online softmax), so no score buffer."""
+    denominator only.
+
+    Blocked ("flash") form: work items are (kv head, tile of ATT_BQ query tokens); an item
+    gathers ATT_BK keys and values at a time into contiguous buffers, keeps a
+    running max and denominator per query row (online softmax) and never materializes the
+    T x T score matrix. Buffers qs..sc come from `attention_scratch` (no allocation here)."""
     T, nh, hd = q.shape
     nkv = k_new.shape[1]
     group = nh // nkv
     cap = k_cache.shape[0]
-    for idx in prange(T * nh):
-        t, h = idx // nh, idx % nh
-        g = h // group
-        p = pos0 + t
-        lo = 0 if window == 0 else max(0, p - window + 1)
-        m = np.float32(sinks[h])
-        denom = np.float32(1.0)
-        acc = np.zeros(hd, np.float32)
-        for j in range(lo, p + 1):
-            if j >= pos0:
-                kr, vr = k_new[j - pos0, g], v_new[j - pos0, g]
-            else:
-                c = j % cap if ring else j
-                kr, vr = k_cache[c, g], v_cache[c, g]
-            s = np.float32(0.0)
+    ntiles = (T + ATT_BQ - 1) // ATT_BQ
+    for item in prange(nkv * ntiles):
+        # causal tiles grow with position: pair the first with the last so that each
+        # thread's contiguous share of the items (prange's static split) holds equal work
+        g, k = item % nkv, item // nkv
+        tile = k // 2 if k % 2 == 0 else ntiles - 1 - k // 2
+        t0 = tile * ATT_BQ
+        nt = min(ATT_BQ, T - t0)
+        R = nt * group
+        Q, A, K, V, S = qs[item], acc[item], kb[item], vb[item], sc[item]
+        M, L = ml[item, 0], ml[item, 1]
+        for r in range(R):  # row r: token t0 + r // group, head g * group + r % group
+            t, h = t0 + r // group, g * group + r % group
             for i in range(hd):
-                s += q[t, h, i] * kr[i]
-            s *= scale
-            if s > m:
-                corr = math.exp(m - s)
-                denom *= corr
-                for i in range(hd):
-                    acc[i] *= corr
-                m = s
-            e = np.float32(math.exp(s - m))
-            denom += e
+                Q[r, i] = q[t, h, i] * scale
+                A[r, i] = 0.0
+            M[r] = sinks[h]
+            L[r] = 1.0
+        p_first, p_last = pos0 + t0, pos0 + t0 + nt - 1
+        j_first = 0 if window == 0 else max(0, p_first - window + 1)
+        for j0 in range(j_first, p_last + 1, ATT_BK):
+            n = min(ATT_BK, p_last + 1 - j0)
+            for jj in range(n):
+                j = j0 + jj
+                if j >= pos0:
+                    for i in range(hd):
+                        K[jj, i] = k_new[j - pos0, g, i]
+                        V[jj, i] = v_new[j - pos0, g, i]
+                else:
+                    c = j % cap if ring else j
+                    for i in range(hd):
+                        K[jj, i] = k_cache[c, g, i]
+                        V[jj, i] = v_cache[c, g, i]
+            for r in range(R):
+                p = p_first + r // group
+                a = j0 if window == 0 else max(j0, p - window + 1)
+                b = min(j0 + n, p + 1)
+                if a >= b:
+                    continue
+                a -= j0
+                b -= j0
+                for jj in range(a, b):  # a reduction per key: the form LLVM vectorizes here
+                    s = np.float32(0.0)
+                    for i in range(hd):
+                        s += Q[r, i] * K[jj, i]
+                    S[jj] = s
+                mx = M[r]
+                for jj in range(a, b):
+                    mx = max(mx, S[jj])
+                if mx > M[r]:
+                    corr = np.float32(math.exp(M[r] - mx))
+                    L[r] *= corr
+                    for i in range(hd):
+                        A[r, i] *= corr
+                    M[r] = mx
+                tot = np.float32(0.0)
+                for jj in range(a, b):
+                    e = np.float32(math.exp(S[jj] - mx))
+                    S[jj] = e
+                    tot += e
+                L[r] += tot
+                for jj in range(a, b):
+                    e = S[jj]
+                    for i in range(hd):
+                        A[r, i] += e * V[jj, i]
+        for r in range(R):
+            t, h = t0 + r // group, g * group + r % group
+            inv = np.float32(1.0) / L[r]
             for i in range(hd):
-                acc[i] += e * vr[i]
-        inv = 1.0 / denom
-        for i in range(hd):
-            out[t, h, i] = acc[i] * inv
+                out[t, h, i] = A[r, i] * inv
 
 
 @njit(cache=True, nogil=True)
@@ -217,31 +348,33 @@ def swiglu_clamped(gu, bias, limit, alpha, out):
             out[r, j] = g / (1.0 + math.exp(-alpha * g)) * (l + 1.0)
 
 
+def moe_scratch(T: int, H: int, I: int, E: int) -> tuple:
+    """Work buffers of `moe` for up to T tokens (allocate once, reuse)."""
+    f32 = np.float32
+    return (np.empty((T, H), f32), np.empty((T, H), np.int8), np.empty((T, H // 32), f32),
+            np.empty((T, 2 * I), f32), np.empty((T, I), f32), np.empty((T, I), np.int8),
+            np.empty((T, I // 32), f32), np.empty((T, H), f32), np.empty(T, np.int64),
+            np.empty(T, f32), np.empty(E, np.int64))
+
+
 @njit(cache=True, nogil=True)
-def moe(h, idx, wts, blob, slot_of, offs, H, I, use_q8, limit, alpha, out):
+def moe(h, idx, wts, blob, slot_of, offs, H, I, use_q8, limit, alpha, out,
+        xe, xq, xd, gu, act, aq, ad, y, tok, wt, count):
     """out[T, H] += sum over each token's experts of weight * expert(h[t]).
 
     Tokens are grouped by expert so each expert's weights are streamed once per call, however
     many tokens use it (a GEMM over the group, not repeated GEMVs). Expert e's bytes are row
-    slot_of[e] of blob [slots, stride]; offs gives the six parts' offsets inside it."""
+    slot_of[e] of blob [slots, stride]; offs gives the six parts' offsets inside it.
+    xe..count are work buffers from `moe_scratch` (no allocation here)."""
     T, k = idx.shape
     E = slot_of.shape[0]
-    count = np.zeros(E, np.int64)
+    count[:] = 0
     for t in range(T):
         for s in range(k):
             count[idx[t, s]] += 1
-    maxn = count.max()
-    xe = np.empty((maxn, H), np.float32)
-    xq = np.empty((maxn, H), np.int8)
-    xd = np.empty((maxn, H // 32), np.float32)
-    gu = np.empty((maxn, 2 * I), np.float32)
-    act = np.empty((maxn, I), np.float32)
-    aq = np.empty((maxn, I), np.int8)
-    ad = np.empty((maxn, I // 32), np.float32)
-    y = np.empty((maxn, H), np.float32)
-    tok = np.empty(maxn, np.int64)
-    wt = np.empty(maxn, np.float32)
     for e in range(E):
+        if count[e] == 0:
+            continue
         n = 0
         for t in range(T):
             for s in range(k):
@@ -250,8 +383,6 @@ def moe(h, idx, wts, blob, slot_of, offs, H, I, use_q8, limit, alpha, out):
                     wt[n] = wts[t, s]
                     xe[n] = h[t]
                     n += 1
-        if n == 0:
-            continue
         base = blob.ctypes.data + slot_of[e] * blob.shape[1]
         gu_bias = blob[slot_of[e], offs[EXP_GU_BIAS]:offs[EXP_GU_BIAS] + 8 * I].view(np.float32)
         dn_bias = blob[slot_of[e], offs[EXP_DOWN_BIAS]:offs[EXP_DOWN_BIAS] + 4 * H].view(np.float32)

@@ -162,7 +162,7 @@ class Model:
             self._att_scratch = loops.attention_scratch(T, cfg.num_attention_heads, cfg.num_key_value_heads,
                                                         cfg.head_dim)
             self._moe_scratch = loops.moe_scratch(T, cfg.hidden_size, cfg.intermediate_size,
-                                                  cfg.num_local_experts)
+                                                  cfg.num_local_experts, cfg.num_experts_per_tok)
             self._scratch_tokens = T
         return self._att_scratch, self._moe_scratch
 

@@ -92,14 +92,10 @@ def test_route_topk_softmax_over_chosen():
 
 
 def test_swiglu_clamps_and_adds_one():
-    n, I = 3, 40
-    gu = rng.standard_normal((n, 2 * I)).astype(np.float32) * 6
-    bias = rng.standard_normal(2 * I).astype(np.float32)
-    out = np.empty((n, I), np.float32)
-    loops.swiglu_clamped(gu, bias, np.float32(7.0), np.float32(1.702), out)
-    z = (gu + bias).astype(np.float64)
-    g, l = np.minimum(z[:, 0::2], 7), np.clip(z[:, 1::2], -7, 7)
-    np.testing.assert_allclose(out, g / (1 + np.exp(-1.702 * g)) * (l + 1), rtol=1e-5, atol=1e-5)
+    z = rng.standard_normal((200, 2)) * 6
+    got = np.array([loops.swiglu(np.float32(g), np.float32(l), np.float32(7.0), np.float32(1.702)) for g, l in z])
+    g, l = np.minimum(z[:, 0], 7), np.clip(z[:, 1], -7, 7)
+    np.testing.assert_allclose(got, g / (1 + np.exp(-1.702 * g)) * (l + 1), rtol=1e-5, atol=1e-5)
 
 
 def test_moe_groups_tokens_by_expert():
@@ -136,19 +132,22 @@ def test_moe_groups_tokens_by_expert():
             a = g / (1 + np.exp(-1.702 * g)) * (l + 1)
             want[t] += wts[t, s] * (dequantize_mxfp4(dnb, dns) @ a + dnbias)
     slots = np.arange(E, dtype=np.int64)
-    for use_q8, tol in ((False, 1e-4), (True, 3e-2)):
-        out = np.zeros((T, H), np.float32)
-        loops.moe(h, idx, wts, blob, slots, np.array(offs, np.int64), H, I, use_q8,
-                  np.float32(7.0), np.float32(1.702), out, *loops.moe_scratch(T, H, I, E))
-        err = np.linalg.norm(out - want) / np.linalg.norm(want)
-        assert err < tol, (use_q8, err)
+    scratch = loops.moe_scratch(T, H, I, E, k)
+    # all tokens (threads split every expert), one and two tokens (threads take whole experts)
+    for rows in (slice(0, T), slice(0, 1), slice(3, 5)):
+        for use_q8, tol in ((False, 1e-4), (True, 3e-2)):
+            out = np.zeros((T, H), np.float32)[rows]
+            loops.moe(h[rows], idx[rows], wts[rows], blob, slots, np.array(offs, np.int64), H, I, use_q8,
+                      np.float32(7.0), np.float32(1.702), out, *scratch)
+            err = np.linalg.norm(out - want[rows]) / np.linalg.norm(want[rows])
+            assert err < tol, (rows, use_q8, err)
     # a permuted slot table must fetch the same experts from their new rows
     perm = np.array([3, 0, 4, 1, 2], np.int64)
     moved = np.zeros_like(blob)
     moved[perm] = blob
     out2 = np.zeros((T, H), np.float32)
     loops.moe(h, idx, wts, moved, perm, np.array(offs, np.int64), H, I, False,
-              np.float32(7.0), np.float32(1.702), out2, *loops.moe_scratch(T, H, I, E))
+              np.float32(7.0), np.float32(1.702), out2, *loops.moe_scratch(T, H, I, E, k))
     np.testing.assert_allclose(out2, want, rtol=1e-4, atol=1e-4)
 
 

@@ -336,68 +336,128 @@ def route_topk(logits, k, idx, wts):
             wts[t, s] /= tot
 
 
+@njit(cache=True, nogil=True)
+def swiglu(g, l, limit, alpha):
+    """gpt-oss's activation of one gate / linear pair (biases added): g clamped above at
+    limit, l to +-limit, then g * sigmoid(alpha g) * (l + 1)."""
+    g = min(g, limit)
+    l = min(max(l, -limit), limit)
+    return g / (1.0 + math.exp(-alpha * g)) * (l + 1.0)
+
+
+def moe_scratch(T: int, H: int, I: int, E: int, k: int) -> tuple:
+    """Work buffers of `moe` for up to T tokens with k experts each (allocate once, reuse)."""
+    f32, n = np.float32, T * k
+    return (np.empty((n, H), f32), np.empty((n, H), np.int8), np.empty((n, H // 32), f32),
+            np.empty((n, 2 * I), f32), np.empty((n, I), f32), np.empty((n, I), np.int8),
+            np.empty((n, I // 32), f32), np.empty((n, H), f32), np.empty(n, np.int64), np.empty(n, np.int64),
+            np.empty(E + 1, np.int64), np.empty(E, np.int64), np.empty(E, np.int64))
+
+
 @njit(parallel=True, cache=True, nogil=True)
-def swiglu_clamped(gu, bias, limit, alpha, out):
-    """gu [n, 2I] rows interleave gate (even) and linear (odd) outputs, before bias.
-    out[n, I] = g * sigmoid(alpha g) * (l + 1) with g clamped above at limit, l to +-limit."""
-    n, I = out.shape
-    for r in prange(n):
-        for j in range(I):
-            g = min(gu[r, 2 * j] + bias[2 * j], limit)
-            l = min(max(gu[r, 2 * j + 1] + bias[2 * j + 1], -limit), limit)
-            out[r, j] = g / (1.0 + math.exp(-alpha * g)) * (l + 1.0)
+def _quantize_rows(x, xq, xd):
+    for r in prange(x.shape[0]):
+        eo_q8_quantize(x[r].ctypes.data, x.shape[1], xq[r].ctypes.data, xd[r].ctypes.data)
 
 
-def moe_scratch(T: int, H: int, I: int, E: int) -> tuple:
-    """Work buffers of `moe` for up to T tokens (allocate once, reuse)."""
-    f32 = np.float32
-    return (np.empty((T, H), f32), np.empty((T, H), np.int8), np.empty((T, H // 32), f32),
-            np.empty((T, 2 * I), f32), np.empty((T, I), f32), np.empty((T, I), np.int8),
-            np.empty((T, I // 32), f32), np.empty((T, H), f32), np.empty(T, np.int64),
-            np.empty(T, f32), np.empty(E, np.int64))
+@njit(parallel=True, cache=True, nogil=True)
+def _experts_matmul(part_blocks, part_scales, R, nb, use_q8, blob, slot_of, offs, gexp, start, ngroups,
+                    tile_major, x, xq, xd, out):
+    """One matrix (gate_up or down, chosen by its parts' indices) of every active expert in a
+    single parallel loop over (expert, row tile), so no thread waits at a barrier between
+    experts. Group g (expert gexp[g]) owns rows start[g]:start[g+1] of x and out. tile_major
+    interleaves the experts so each thread gets half of every expert's rows (balanced when
+    the groups differ in size); otherwise each thread streams whole experts (long sequential
+    reads, for decoding)."""
+    ntiles = (R + ROW_TILE - 1) // ROW_TILE
+    K = nb * 32
+    for item in prange(ngroups * ntiles):
+        if tile_major:
+            gi, tile = item % ngroups, item // ngroups
+        else:
+            gi, tile = item // ntiles, item % ntiles
+        n0, n = start[gi], start[gi + 1] - start[gi]
+        base = blob.ctypes.data + slot_of[gexp[gi]] * blob.shape[1]
+        r0 = tile * ROW_TILE
+        nr = min(ROW_TILE, R - r0)
+        wq = base + offs[part_blocks] + r0 * nb * 16
+        we = base + offs[part_scales] + r0 * nb
+        o = out.ctypes.data + (n0 * R + r0) * 4
+        if use_q8:
+            eo_q8_mxfp4w_matmul(wq, we, nr, nb, xq.ctypes.data + n0 * K, xd.ctypes.data + n0 * nb * 4, n, o, R)
+        else:
+            eo_f32_mxfp4w_matmul(wq, we, nr, nb, x.ctypes.data + n0 * K * 4, n, o, R)
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _swiglu_rows(gu, blob, slot_of, offs, expert_of, I, limit, alpha, out):
+    """swiglu_clamped on every row, each with the gate_up bias of its expert expert_of[row]."""
+    for r in prange(gu.shape[0]):
+        o = offs[EXP_GU_BIAS]
+        bias = blob[slot_of[expert_of[r]], o:o + 8 * I].view(np.float32)
+        for j in range(I):  # gate_up rows interleave gate (even) and linear (odd) outputs
+            out[r, j] = swiglu(gu[r, 2 * j] + bias[2 * j], gu[r, 2 * j + 1] + bias[2 * j + 1], limit, alpha)
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def _combine(y, row_of, idx, wts, blob, slot_of, offs, out):
+    """out[t] += sum over t's experts s of wts[t, s] * (y[row of (t, s)] + that expert's down bias)."""
+    T, k = idx.shape
+    H = out.shape[1]
+    o = offs[EXP_DOWN_BIAS]
+    for t in prange(T):
+        for s in range(k):
+            r = row_of[t * k + s]
+            bias = blob[slot_of[idx[t, s]], o:o + 4 * H].view(np.float32)
+            w = wts[t, s]
+            for i in range(H):
+                out[t, i] += w * (y[r, i] + bias[i])
 
 
 @njit(cache=True, nogil=True)
 def moe(h, idx, wts, blob, slot_of, offs, H, I, use_q8, limit, alpha, out,
-        xe, xq, xd, gu, act, aq, ad, y, tok, wt, count):
+        xe, xq, xd, gu, act, aq, ad, y, row_of, expert_of, start, gexp, nxt):
     """out[T, H] += sum over each token's experts of weight * expert(h[t]).
 
-    Tokens are grouped by expert so each expert's weights are streamed once per call, however
-    many tokens use it (a GEMM over the group, not repeated GEMVs). Expert e's bytes are row
-    slot_of[e] of blob [slots, stride]; offs gives the six parts' offsets inside it.
-    xe..count are work buffers from `moe_scratch` (no allocation here)."""
+    The (token, expert) pairs are sorted by expert, so each active expert's weights are
+    streamed once per call however many tokens use it (a GEMM over its group of rows, not
+    repeated GEMVs), and each of the two matrices runs for all experts in one parallel loop.
+    Expert e's bytes are row slot_of[e] of blob [slots, stride]; offs gives the six parts'
+    offsets inside it. xe..nxt are work buffers from `moe_scratch` (no allocation here)."""
     T, k = idx.shape
     E = slot_of.shape[0]
-    count[:] = 0
+    n = T * k
+    nxt[:] = 0
     for t in range(T):
         for s in range(k):
-            count[idx[t, s]] += 1
+            nxt[idx[t, s]] += 1
+    ngroups = 0
+    start[0] = 0
     for e in range(E):
-        if count[e] == 0:
-            continue
-        n = 0
-        for t in range(T):
-            for s in range(k):
-                if idx[t, s] == e:
-                    tok[n] = t
-                    wt[n] = wts[t, s]
-                    xe[n] = h[t]
-                    n += 1
-        base = blob.ctypes.data + slot_of[e] * blob.shape[1]
-        gu_bias = blob[slot_of[e], offs[EXP_GU_BIAS]:offs[EXP_GU_BIAS] + 8 * I].view(np.float32)
-        dn_bias = blob[slot_of[e], offs[EXP_DOWN_BIAS]:offs[EXP_DOWN_BIAS] + 4 * H].view(np.float32)
-        if use_q8:
-            q8_quantize(xe[:n], xq[:n], xd[:n])
-        mxfp4_matmul(base + offs[EXP_GU_BLOCKS], base + offs[EXP_GU_SCALES], 2 * I, H // 32, use_q8,
-                     xe[:n], xq[:n], xd[:n], gu[:n])
-        swiglu_clamped(gu[:n], gu_bias, limit, alpha, act[:n])
-        if use_q8:
-            q8_quantize(act[:n], aq[:n], ad[:n])
-        mxfp4_matmul(base + offs[EXP_DOWN_BLOCKS], base + offs[EXP_DOWN_SCALES], H, I // 32, use_q8,
-                     act[:n], aq[:n], ad[:n], y[:n])
-        for r in range(n):
-            for i in range(H):
-                out[tok[r], i] += wt[r] * (y[r, i] + dn_bias[i])
+        if nxt[e] > 0:
+            gexp[ngroups] = e
+            start[ngroups + 1] = start[ngroups] + nxt[e]
+            nxt[e] = start[ngroups]  # from here on: the next free row of expert e's group
+            ngroups += 1
+    for t in range(T):
+        for s in range(k):
+            e = idx[t, s]
+            r = nxt[e]
+            nxt[e] += 1
+            row_of[t * k + s] = r
+            expert_of[r] = e
+            xe[r] = h[t]
+    if use_q8:
+        _quantize_rows(xe[:n], xq[:n], xd[:n])
+    tile_major = n > 2 * k  # prefill: balance the threads; decoding: whole experts per thread
+    _experts_matmul(EXP_GU_BLOCKS, EXP_GU_SCALES, 2 * I, H // 32, use_q8, blob, slot_of, offs, gexp, start,
+                    ngroups, tile_major, xe, xq, xd, gu)
+    _swiglu_rows(gu[:n], blob, slot_of, offs, expert_of, I, limit, alpha, act)
+    if use_q8:
+        _quantize_rows(act[:n], aq[:n], ad[:n])
+    _experts_matmul(EXP_DOWN_BLOCKS, EXP_DOWN_SCALES, H, I // 32, use_q8, blob, slot_of, offs, gexp, start,
+                    ngroups, tile_major, act, aq, ad, y)
+    _combine(y, row_of, idx, wts, blob, slot_of, offs, out)
 
 
 # -- sampling -------------------------------------------------------------------------------

@@ -70,3 +70,22 @@ def test_bench_json_reports_what_the_speed_issue_tracks(converted, capsys):
     files = ModelFiles(converted("tiny-s0", "q8"))
     experts = [t for t in files.tensors.values() if t["type"] == "mxfp4_experts"]
     assert r["bytes_per_token"] < files.manifest["weights_bytes"] - sum(t["nbytes"] for t in experts) / 2
+
+
+def test_second_run_compiles_nothing(converted, tmp_path):
+    """Numba's compiled loops are cached on disk: a second process starts without compiling
+    (the start-up cost a user pays once per install, not once per run)."""
+    model = str(converted("tiny-s0", "q8"))
+    count = ("from numba.core import event\n"
+             "rec = event.install_recorder('numba:compile')\n"
+             "recording = rec.__enter__()\n"
+             "import atexit\n"
+             "atexit.register(lambda: sys.stderr.write(f\"compiled {sum(e.is_start for _, e in recording.buffer)}\\n\"))")
+    env = {"NUMBA_CACHE_DIR": str(tmp_path / "numba-cache")}
+    args = ["generate", model, "1 2 3 4 5 6 7 8 9 10", "--ids", "--max-tokens", "3", "--ignore-eos"]
+    first = run_edgeoss(args, env_extra=env, prelude=count)
+    second = run_edgeoss(args, env_extra=env, prelude=count)
+    assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
+    assert int(first.stderr.split("compiled ")[-1]) > 10  # the recorder sees compilation
+    assert "compiled 0\n" in second.stderr
+    assert second.stdout == first.stdout

@@ -52,12 +52,12 @@ def peak_rss_bytes() -> int:
 
 
 def run_bench(path, prompt: int = 512, gen: int = 128, threads: int | None = None, repeats: int = 3,
-              seed: int = 0) -> dict:
+              seed: int = 0, context: int = 4096) -> dict:
     from .kernels import dot
     from .model import load
 
     t_start = time.perf_counter()
-    model = load(path, context=prompt + gen + 16, threads=threads)
+    model = load(path, context=max(context, prompt + gen), threads=threads)
     files = model.files
     vocab = model.config.vocab_size
     rng = np.random.default_rng(seed)
@@ -90,7 +90,7 @@ def run_bench(path, prompt: int = 512, gen: int = 128, threads: int | None = Non
     return {
         "model": str(files.path), "preset": files.preset, "threads": model.threads,
         "kernels": f"{dot.BACKEND}" + (f"/{dot.simd_variant_name()}" if dot.BACKEND == "c" else ""),
-        "prompt_tokens": prompt, "gen_tokens": gen, "repeats": repeats,
+        "prompt_tokens": prompt, "gen_tokens": gen, "repeats": repeats, "context": model.cache.capacity,
         "prefill_tokens_per_s": statistics.median(prefill),
         "decode_tokens_per_s": dec,
         "prefill_runs": prefill, "decode_runs": decode,
@@ -112,11 +112,13 @@ def format_report(r: dict) -> str:
         f"decode reads {r['bytes_per_token'] / gb:.2f} GB/token; read bandwidth now "
         f"{r['bandwidth_bytes_per_s'] / gb:.1f} GB/s -> roofline {r['roofline_tokens_per_s']:.2f} tok/s; "
         f"decode at {100 * r['roofline_fraction']:.0f}% of it",
-        f"peak RSS {r['peak_rss_bytes'] / gb:.2f} GB (model {r['model_bytes'] / gb:.2f} GB, mapped)",
+        f"peak RSS {r['peak_rss_bytes'] / gb:.2f} GB (model {r['model_bytes'] / gb:.2f} GB, mapped; "
+        f"{r['context']}-token KV cache)",
     ])
 
 
 def main_bench(args) -> int:
-    r = run_bench(args.model, prompt=args.prompt, gen=args.gen, threads=args.threads, repeats=args.repeats)
+    r = run_bench(args.model, prompt=args.prompt, gen=args.gen, threads=args.threads, repeats=args.repeats,
+                  context=args.context)
     print(json.dumps(r) if args.json else format_report(r))
     return 0

@@ -171,6 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--gen", type=int, default=128, help="decoded tokens (default 128)")
     b.add_argument("--repeats", type=int, default=3)
     b.add_argument("--threads", type=int, default=None)
+    b.add_argument("--context", type=int, default=4096,
+                   help="KV-cache size in tokens, as a default run has (default 4096)")
     b.add_argument("--json", action="store_true", help="print one JSON object")
     b.set_defaults(func=cmd_bench)
 

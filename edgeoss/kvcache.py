@@ -44,6 +44,12 @@ class KVCache:
         self.tokens: list[int] = []
 
     @property
+    def capacity(self) -> int:
+        """Positions the full-attention layers hold without growing."""
+        full = [layer.k.shape[0] for layer in self.layers if not layer.ring]
+        return min(full) if full else self.max_positions
+
+    @property
     def length(self) -> int:
         return len(self.tokens)
 

@@ -180,7 +180,8 @@ def attention_scratch(T: int, nh: int, nkv: int, hd: int) -> tuple:
     rows = ATT_BQ * (nh // nkv)
     return (np.empty((items, rows, hd), np.float32), np.empty((items, rows, hd), np.float32),
             np.empty((items, 2, rows), np.float32), np.empty((items, ATT_BK, hd), np.float32),
-            np.empty((items, ATT_BK, hd), np.float32), np.empty((items, ATT_BK), np.float32))
+            np.empty((items, ATT_BK, hd), np.float32), np.empty((items, ATT_BK), np.float32),
+            np.empty((items, ATT_BK), np.int32))
 
 
 @njit(parallel=True, cache=True, nogil=True)
@@ -212,7 +213,7 @@ def qkv_split_rope(qkv, bias, cos, sin, pos0, q, k, v):
 
 @njit(parallel=True, cache=True, nogil=True, fastmath=_ATT_MATH)
 def attention_sinks(q, k_new, v_new, k_cache, v_cache, pos0, ring, window, sinks, scale, out,
-                    qs, acc, ml, kb, vb, sc):
+                    qs, acc, ml, kb, vb, sc, sb):
     """Causal attention with a per-head sink logit, optional sliding window, GQA.
 
     q [T, nh, hd]; k_new/v_new [T, nkv, hd] for positions pos0..pos0+T-1; earlier positions
@@ -237,7 +238,8 @@ def attention_sinks(q, k_new, v_new, k_cache, v_cache, pos0, ring, window, sinks
         t0 = tile * ATT_BQ
         nt = min(ATT_BQ, T - t0)
         R = nt * group
-        Q, A, K, V, S = qs[item], acc[item], kb[item], vb[item], sc[item]
+        Q, A, K, V, S, NB = qs[item], acc[item], kb[item], vb[item], sc[item], sb[item]
+        F = NB.view(np.float32)
         M, L = ml[item, 0], ml[item, 1]
         for r in range(R):  # row r: token t0 + r // group, head g * group + r % group
             t, h = t0 + r // group, g * group + r % group
@@ -284,8 +286,21 @@ def attention_sinks(q, k_new, v_new, k_cache, v_cache, pos0, ring, window, sinks
                         A[r, i] *= corr
                     M[r] = mx
                 tot = np.float32(0.0)
+                for jj in range(a, b):  # exp(S - mx) = 2^n 2^f, |f| <= 1/2: vectorizes, unlike exp()
+                    x = (S[jj] - mx) * np.float32(1.4426950408889634)
+                    x = x if x > np.float32(-126.0) else np.float32(-126.0)
+                    ni = np.floor(x + np.float32(0.5))
+                    f = x - ni
+                    p = np.float32(1.5403530393381608e-4)
+                    p = p * f + np.float32(1.3333558146428443e-3)
+                    p = p * f + np.float32(9.618129107628477e-3)
+                    p = p * f + np.float32(5.550410866482158e-2)
+                    p = p * f + np.float32(2.402265069591007e-1)
+                    p = p * f + np.float32(6.931471805599453e-1)
+                    S[jj] = p * f + np.float32(1.0)
+                    NB[jj] = (np.int32(ni) + 127) << 23
                 for jj in range(a, b):
-                    e = np.float32(math.exp(S[jj] - mx))
+                    e = S[jj] * F[jj]
                     S[jj] = e
                     tot += e
                 L[r] += tot

@@ -304,10 +304,17 @@ def attention_sinks(q, k_new, v_new, k_cache, v_cache, pos0, ring, window, sinks
                     S[jj] = e
                     tot += e
                 L[r] += tot
-                for jj in range(a, b):
+                jj = a
+                while jj + 4 <= b:  # four keys per pass over the accumulator row
+                    e0, e1, e2, e3 = S[jj], S[jj + 1], S[jj + 2], S[jj + 3]
+                    for i in range(hd):
+                        A[r, i] += e0 * V[jj, i] + e1 * V[jj + 1, i] + e2 * V[jj + 2, i] + e3 * V[jj + 3, i]
+                    jj += 4
+                while jj < b:
                     e = S[jj]
                     for i in range(hd):
                         A[r, i] += e * V[jj, i]
+                    jj += 1
         for r in range(R):
             t, h = t0 + r // group, g * group + r % group
             inv = np.float32(1.0) / L[r]

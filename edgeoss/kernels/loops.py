@@ -271,11 +271,23 @@ def attention_sinks(q, k_new, v_new, k_cache, v_cache, pos0, ring, window, sinks
                     continue
                 a -= j0
                 b -= j0
-                for jj in range(a, b):  # a reduction per key: the form LLVM vectorizes here
-                    s = np.float32(0.0)
+                jj = a
+                while jj + 4 <= b:  # four keys per pass over the query row (reductions vectorize)
+                    s0 = s1 = s2 = s3 = np.float32(0.0)
                     for i in range(hd):
-                        s += Q[r, i] * K[jj, i]
-                    S[jj] = s
+                        qi = Q[r, i]
+                        s0 += qi * K[jj, i]
+                        s1 += qi * K[jj + 1, i]
+                        s2 += qi * K[jj + 2, i]
+                        s3 += qi * K[jj + 3, i]
+                    S[jj], S[jj + 1], S[jj + 2], S[jj + 3] = s0, s1, s2, s3
+                    jj += 4
+                while jj < b:
+                    s0 = np.float32(0.0)
+                    for i in range(hd):
+                        s0 += Q[r, i] * K[jj, i]
+                    S[jj] = s0
+                    jj += 1
                 mx = M[r]
                 for jj in range(a, b):
                     mx = max(mx, S[jj])

@@ -22,8 +22,11 @@
  *    of weights is decoded once in registers and used for all TT tokens.
  *  - Without VNNI, q8 weights use the sign trick (|w| x sign(x, w)) since
  *    w + 128 could saturate vpmaddubsw; activations must be in [-127, 127].
- * (A variant that transposes 16 blocks so that vpdpbusd accumulates each
- * block in its own lane, with no tree, measured no faster on Zen 4.)
+ * With VNNI, mxfp4 and q4 weights and >= EO512_BMIN tokens go through the
+ * "block per lane" path below instead (bmatmul: 16 blocks transposed so that
+ * vpdpbusd accumulates each block in its own lane, no tree; tiles of 2 rows x
+ * 8 tokens), which computes the same float operations in the same order, so
+ * both paths give the same results to the bit.
  */
 
 #if EO_VNNI && EO_VBMI
@@ -37,6 +40,15 @@
 #define EO_S(name) name##_novnni
 #endif
 #define EO_TI EO_T __attribute__((always_inline)) static inline
+#ifndef EO_UNROLL
+#if defined(__clang__)
+#define EO_UNROLL _Pragma("unroll")
+#elif defined(__GNUC__)
+#define EO_UNROLL _Pragma("GCC unroll 16")
+#else
+#define EO_UNROLL
+#endif
+#endif
 
 #define EO512_TT 4 /* tokens per tile */
 
@@ -307,10 +319,394 @@ EO_TI void EO_S(int_matmul)(int kind, const uint8_t *wq, const void *ws, int64_t
     }
 }
 
+#if EO_VNNI
+/* ---- "block per lane" path for 4-bit weights (mxfp4, q4) with VNNI ----
+ *
+ * The 16 blocks of a group are transposed in registers so that int32 lane
+ * p(b) of vector j (j = 0..3) holds dword j (bytes 4j..4j+3) of block b, with
+ * p(4m+k) = 4k+m (the tree order above: it is what two rounds of in-lane
+ * unpacks give; the scales use the same order).  The low / high nibbles of
+ * vector j are then elements 4j..4j+3 / 16+4j..16+4j+3 of each block, and the
+ * prep stores the activations in the matching order (per group, for
+ * j = 0..3: low-half vector, high-half vector).  All 8 vpdpbusd of a group
+ * and a token accumulate into ONE vector whose lane p(b) is the whole int32
+ * sum of block b: no reduction tree, only cvt, mul and fma by xd * scale per
+ * token and group.  The accumulator starts at -c * sum(x) (the correction
+ * for the unsigned weights).
+ *
+ * Tiles of EO512_BRT rows x EO512_BTT tokens: the transpose and decode (~20
+ * ops per row and group) are shared by the tokens, each activation load by
+ * the rows.  On Zen 4, a 512-bit load, vpdpbusd, vmulps and vfmadd each take
+ * about a cycle of the same budget, so loads and float ops per vpdpbusd are
+ * what this layout minimizes.  K is cut into chunks of <= EO512_BCHUNK blocks
+ * so that the prepared activations of a token tile stay in L1, and rows into
+ * panels whose weights (~EO512_BPANEL bytes) stay in L2 while every token
+ * tile goes over them.
+ *
+ * A group of 16 needs nc >= 16: a chunk's last partial group is the 16
+ * blocks that end the chunk, overlapping the previous group, with the
+ * already counted blocks zeroed in the prep (no masked weight loads).  Only
+ * chunks of fewer than 16 blocks (nb < 16) use masked loads. */
+
+/* fewest tokens for which the path is used */
+#ifndef EO512_BMIN
+#define EO512_BMIN 6
+#endif
+#ifndef EO512_BTT
+#define EO512_BTT 8
+#endif
+#ifndef EO512_BRT
+#define EO512_BRT 2
+#endif
+#ifndef EO512_BPANEL
+#define EO512_BPANEL (256 * 1024)
+#endif
+
+typedef struct {
+    int8_t xs[EO_CHUNK_BLOCKS * 32]; /* per group: for j = 0..3, low then high vector */
+    int32_t ncorr[EO_CHUNK_BLOCKS];  /* -c * sum of the block's x, tree order */
+    float xd[EO_CHUNK_BLOCKS];       /* activation scales, tree order (as row_tile) */
+} EO_S(eo512_bprep);
+
+/* w[m] holds blocks 4m..4m+3 (one per 128-bit lane); z[j] lane p(b) = dword j of block b */
+EO_TI void EO_S(btr)(const __m512i w[4], __m512i z[4])
+{
+    __m512i a = _mm512_unpacklo_epi32(w[0], w[1]), b = _mm512_unpackhi_epi32(w[0], w[1]);
+    __m512i c = _mm512_unpacklo_epi32(w[2], w[3]), d = _mm512_unpackhi_epi32(w[2], w[3]);
+    z[0] = _mm512_unpacklo_epi64(a, c);
+    z[1] = _mm512_unpackhi_epi64(a, c);
+    z[2] = _mm512_unpacklo_epi64(b, d);
+    z[3] = _mm512_unpackhi_epi64(b, d);
+}
+
+/* first block of group slot i of a chunk of nc blocks (see above) */
+EO_TI int64_t EO_S(bgstart)(int64_t i, int64_t nc)
+{
+    return (16 * i + 16 <= nc || nc < 16) ? 16 * i : nc - 16;
+}
+
+/* Prepare one token's chunk of nc blocks (x, dx at the chunk start). */
+EO_TI void EO_S(bprep)(const int8_t *x, const float *dx, int64_t nc, int c, EO_S(eo512_bprep) *p)
+{
+    const __m512i cv = _mm512_set1_epi8((char)(unsigned char)c);
+    int64_t i, m;
+    int j;
+    for (i = 0; 16 * i < nc; i++) {
+        const int64_t b0 = EO_S(bgstart)(i, nc);
+        const int64_t lo = (16 * i - b0) * 32, hi = (nc - b0 < 16 ? nc - b0 : 16) * 32; /* valid bytes */
+        const int plain = lo == 0 && hi == 512;
+        const int8_t *xb = x + b0 * 32;
+        __m512i xl[4], xh[4], zl[4], zh[4], s = _mm512_setzero_si512();
+        __m512 d;
+        for (m = 0; m < 4; m++) {
+            __m512i x0, x1;
+            if (plain) {
+                x0 = _mm512_loadu_si512((const void *)(xb + 128 * m));
+                x1 = _mm512_loadu_si512((const void *)(xb + 128 * m + 64));
+            } else {
+                int64_t o = 128 * m;
+                x0 = _mm512_maskz_loadu_epi8(EO_S(bytemask)(hi - o) & ~EO_S(bytemask)(lo - o), xb + o);
+                o += 64;
+                x1 = _mm512_maskz_loadu_epi8(EO_S(bytemask)(hi - o) & ~EO_S(bytemask)(lo - o), xb + o);
+            }
+            xl[m] = _mm512_shuffle_i64x2(x0, x1, 0x88);
+            xh[m] = _mm512_shuffle_i64x2(x0, x1, 0xDD);
+        }
+        EO_S(btr)(xl, zl);
+        EO_S(btr)(xh, zh);
+        for (j = 0; j < 4; j++) {
+            _mm512_store_si512((void *)(p->xs + i * 512 + j * 128), zl[j]);
+            _mm512_store_si512((void *)(p->xs + i * 512 + j * 128 + 64), zh[j]);
+            s = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(s, cv, zl[j]), cv, zh[j]);
+        }
+        _mm512_store_si512((void *)(p->ncorr + 16 * i), _mm512_sub_epi32(_mm512_setzero_si512(), s));
+        /* the scales in the lanes of the row_tile path (block 16i + k at
+         * p(k)) even for an overlapping group, whose int sums are permuted
+         * there (see bgroup): every float operation then matches row_tile */
+        if (plain)
+            d = _mm512_loadu_ps(dx + b0);
+        else
+            d = _mm512_maskz_loadu_ps((__mmask16)((1u << (nc - 16 * i < 16 ? nc - 16 * i : 16)) - 1),
+                                      dx + 16 * i);
+        _mm512_store_ps(p->xd + 16 * i, EO_S(to_tree_ps)(d));
+    }
+}
+
+/* Weight scales of blocks g..g+15 of one row, tree order (!full: masked by sm). */
+EO_TI __m512 EO_S(bscale)(int kind, const void *s, int64_t g, int full, __mmask16 sm)
+{
+    __m512 ws;
+    if (kind == 0) {
+        const uint8_t *e = (const uint8_t *)s + g;
+        __m128i ev = full ? _mm_loadu_si128((const __m128i *)e) : _mm_maskz_loadu_epi8(sm, e);
+        __m512 ef = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_cvtepu8_epi32(ev), _mm512_set1_epi32(128)));
+        ws = _mm512_scalef_ps(_mm512_set1_ps(1.0f), ef);
+    } else {
+        const uint16_t *h = (const uint16_t *)s + g;
+        __m256i hv = full ? _mm256_loadu_si256((const __m256i *)h) : _mm256_maskz_loadu_epi16(sm, h);
+        ws = _mm512_cvtph_ps(hv);
+    }
+    return EO_S(to_tree_ps)(ws);
+}
+
+/* One group of RT rows x TT tokens: weights of blocks g..g+15 (!full: the
+ * only group of a chunk of < 16 blocks, loaded with the byte masks wm[4] and
+ * scale mask sm) against prep slot i; adds to facc[r * TT + t].  perm: an
+ * overlapping last group, whose int sums and scales are moved to the lanes
+ * of row_tile (lane pidx[l] to lane l, lanes not in pkeep zeroed). */
+EO_TI void EO_S(bgroup)(int kind, int RT, int TT, int full, int perm, const uint8_t *w,
+                         int64_t wstride, const void *s, int64_t sstride, int64_t g, int64_t i,
+                         const __mmask64 *wm, __mmask16 sm, __m512i pidx, __mmask16 pkeep,
+                         const EO_S(eo512_bprep) *P, __m512 *facc)
+{
+    const __m512i m0f = _mm512_set1_epi8(0x0F);
+    const __m512i lut = _mm512_broadcast_i32x4(
+        _mm_setr_epi8(12, 13, 14, 15, 16, 18, 20, 24, 12, 11, 10, 9, 8, 6, 4, 0));
+    __m512i acc[EO512_BRT][EO512_BTT];
+    int t, r, h, jj, m;
+    EO_UNROLL
+    for (t = 0; t < TT; t++) {
+        __m512i nc0 = _mm512_load_si512((const void *)(P[t].ncorr + 16 * i));
+        EO_UNROLL
+        for (r = 0; r < RT; r++)
+            acc[r][t] = nc0;
+    }
+    /* the transpose in two halves (dwords 0, 1 then 2, 3): fewer registers live */
+    EO_UNROLL
+    for (h = 0; h < 2; h++) {
+        __m512i z[EO512_BRT][2];
+        EO_UNROLL
+        for (r = 0; r < RT; r++) {
+            const uint8_t *wb = w + r * wstride + g * 16;
+            __m512i wv[4], a, c;
+#if EO_PF
+            if (h == 0 && full)
+                for (m = 0; m < 4; m++)
+                    EO_PREFETCH(wb + EO_PF + 64 * m);
+#endif
+            EO_UNROLL
+            for (m = 0; m < 4; m++) {
+                if (full)
+                    wv[m] = _mm512_loadu_si512((const void *)(wb + 64 * m));
+                else
+                    wv[m] = _mm512_maskz_loadu_epi8(wm[m], wb + 64 * m);
+            }
+            a = h ? _mm512_unpackhi_epi32(wv[0], wv[1]) : _mm512_unpacklo_epi32(wv[0], wv[1]);
+            c = h ? _mm512_unpackhi_epi32(wv[2], wv[3]) : _mm512_unpacklo_epi32(wv[2], wv[3]);
+            z[r][0] = _mm512_unpacklo_epi64(a, c);
+            z[r][1] = _mm512_unpackhi_epi64(a, c);
+        }
+        EO_UNROLL
+        for (jj = 0; jj < 2; jj++) {
+            const int j = 2 * h + jj;
+            __m512i lo[EO512_BRT], hi[EO512_BRT];
+            EO_UNROLL
+            for (r = 0; r < RT; r++) {
+#if EO_VBMI
+                if (kind == 0) {
+                    /* vpermb indexes 64 entries with bits 0..5: the 16-entry
+                     * table repeated 4 times ignores the other nibble's bits */
+                    lo[r] = _mm512_permutexvar_epi8(z[r][jj], lut);
+                    hi[r] = _mm512_permutexvar_epi8(_mm512_srli_epi16(z[r][jj], 4), lut);
+                } else
+#endif
+                {
+                    lo[r] = _mm512_and_si512(z[r][jj], m0f);
+                    hi[r] = _mm512_and_si512(_mm512_srli_epi16(z[r][jj], 4), m0f);
+                    if (kind == 0) {
+                        lo[r] = _mm512_shuffle_epi8(lut, lo[r]);
+                        hi[r] = _mm512_shuffle_epi8(lut, hi[r]);
+                    }
+                }
+            }
+            EO_UNROLL
+            for (t = 0; t < TT; t++) {
+                const int8_t *xp = P[t].xs + i * 512 + j * 128;
+                __m512i xl = _mm512_load_si512((const void *)xp);
+                __m512i xh = _mm512_load_si512((const void *)(xp + 64));
+                if (RT > 1) {
+                    /* one load for all the rows (the compiler would fold a
+                     * copy into every vpdpbusd) */
+                    __asm__("" : "+v"(xl), "+v"(xh));
+                }
+                EO_UNROLL
+                for (r = 0; r < RT; r++)
+                    acc[r][t] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(acc[r][t], lo[r], xl), hi[r], xh);
+            }
+        }
+    }
+    EO_UNROLL
+    for (r = 0; r < RT; r++) {
+        __m512 ws = EO_S(bscale)(kind, (const uint8_t *)s + r * sstride, g, full, sm);
+        if (perm)
+            ws = _mm512_maskz_permutexvar_ps(pkeep, pidx, ws);
+        EO_UNROLL
+        for (t = 0; t < TT; t++) {
+            if (perm)
+                acc[r][t] = _mm512_maskz_permutexvar_epi32(pkeep, pidx, acc[r][t]);
+            facc[r * TT + t] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(acc[r][t]),
+                                                             _mm512_load_ps(P[t].xd + 16 * i)),
+                                               ws, facc[r * TT + t]);
+        }
+    }
+}
+
+/* Sums of the 16 lanes of v[0..7] -> lanes 0..7 of the result. */
+EO_TI __m256 EO_S(hsum8)(const __m512 v[8])
+{
+    __m512 p[4], q[2], r;
+    int i;
+    for (i = 0; i < 4; i++) /* 256-bit halves: partial sums of v[2i], v[2i+1] */
+        p[i] = _mm512_add_ps(_mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], 0x44),
+                             _mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], 0xEE));
+    for (i = 0; i < 2; i++) /* 128-bit lane k: partial sums of v[4i + k] */
+        q[i] = _mm512_add_ps(_mm512_shuffle_f32x4(p[2 * i], p[2 * i + 1], 0x88),
+                             _mm512_shuffle_f32x4(p[2 * i], p[2 * i + 1], 0xDD));
+    /* lane k: [v k: a0+a2, a1+a3, v 4+k: a0+a2, a1+a3] (the order of
+     * _mm512_reduce_add_ps, as in row_tile: the same sums to the bit) */
+    r = _mm512_add_ps(_mm512_shuffle_ps(q[0], q[1], 0x44), _mm512_shuffle_ps(q[0], q[1], 0xEE));
+    /* lane k: [v k, v 4+k, v k, v 4+k] */
+    r = _mm512_add_ps(_mm512_shuffle_ps(r, r, 0x88), _mm512_shuffle_ps(r, r, 0xDD));
+    /* dword 4k -> k, 4k+1 -> 4+k */
+    return _mm512_castps512_ps256(_mm512_permutexvar_ps(
+        _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 0, 0, 0, 0, 0, 0, 0, 0), r));
+}
+
+/* RT rows (w, s at the chunk start, rows wstride / sstride bytes apart) x TT
+ * prepared tokens (RT * TT <= 16), a chunk of nc blocks; kind 0 mxfp4, 2 q4. */
+EO_TI void EO_S(btile)(int kind, int RT, int TT, const uint8_t *w, int64_t wstride, const void *s,
+                        int64_t sstride, int64_t nc, const __mmask64 *wm, __mmask16 sm, __m512i pidx,
+                        __mmask16 pkeep, const EO_S(eo512_bprep) *P, float *out, int64_t out_stride, int accumulate)
+{
+    const int64_t nl = nc % 16; /* blocks of an overlapping last group not in the one before */
+    __m512 facc[16];
+    float res[16];
+    int64_t i;
+    int t, r;
+    EO_UNROLL
+    for (t = 0; t < 16; t++)
+        facc[t] = _mm512_setzero_ps();
+    if (nc < 16) {
+        EO_S(bgroup)(kind, RT, TT, 0, 0, w, wstride, s, sstride, 0, 0, wm, sm, pidx, 0, P, facc);
+    } else {
+        for (i = 0; 16 * i + 16 <= nc; i++)
+            EO_S(bgroup)(kind, RT, TT, 1, 0, w, wstride, s, sstride, 16 * i, i, wm, sm, pidx, 0, P, facc);
+        if (nl)
+            EO_S(bgroup)(kind, RT, TT, 1, 1, w, wstride, s, sstride, nc - 16, i, wm, sm, pidx, pkeep, P, facc);
+    }
+    _mm256_storeu_ps(res, EO_S(hsum8)(facc));
+    if (RT * TT > 8)
+        _mm256_storeu_ps(res + 8, EO_S(hsum8)(facc + 8));
+    EO_UNROLL
+    for (r = 0; r < RT; r++)
+        EO_UNROLL
+        for (t = 0; t < TT; t++) {
+            if (accumulate)
+                out[t * out_stride + r] += res[r * TT + t];
+            else
+                out[t * out_stride + r] = res[r * TT + t];
+        }
+}
+
+#define EO512_BCASE(RT_, TT_)                                                                      \
+    case TT_:                                                                                      \
+        EO_S(btile)(kind, RT_, TT_, w, wstride, s, sstride, nc, wm, sm, pidx, pkeep, P, o, out_stride, c0 > 0); \
+        break;
+#if EO512_BTT == 8
+#define EO512_BSWITCH(RT_)                                                                         \
+    switch (tt) {                                                                                  \
+        EO512_BCASE(RT_, 8)                                                                        \
+        EO512_BCASE(RT_, 7)                                                                        \
+        EO512_BCASE(RT_, 6)                                                                        \
+        EO512_BCASE(RT_, 5)                                                                        \
+        EO512_BCASE(RT_, 4)                                                                        \
+        EO512_BCASE(RT_, 3)                                                                        \
+        EO512_BCASE(RT_, 2)                                                                        \
+    default:                                                                                       \
+        EO512_BCASE(RT_, 1)                                                                        \
+    }
+#elif EO512_BTT == 4
+#define EO512_BSWITCH(RT_)                                                                         \
+    switch (tt) {                                                                                  \
+        EO512_BCASE(RT_, 4)                                                                        \
+        EO512_BCASE(RT_, 3)                                                                        \
+        EO512_BCASE(RT_, 2)                                                                        \
+    default:                                                                                       \
+        EO512_BCASE(RT_, 1)                                                                        \
+    }
+#else
+#error "EO512_BTT: 4 or 8"
+#endif
+
+EO_TI void EO_S(bmatmul)(int kind, const uint8_t *wq, const void *ws, int64_t nrows, int64_t nb,
+                          const int8_t *xq, const float *xd, int64_t ntok, float *out,
+                          int64_t out_stride)
+{
+    EO_S(eo512_bprep) P[EO512_BTT] __attribute__((aligned(64)));
+    const int64_t sbytes = kind == 0 ? 1 : 2;
+    const int64_t wstride = nb * 16, sstride = nb * sbytes;
+    const int c = kind == 0 ? 12 : 8;
+    int64_t panel = ntok <= EO512_BTT ? nrows : EO512_BPANEL / wstride;
+    int64_t c0, t0, r0, r;
+    panel = panel < 16 ? 16 : panel;
+    for (r0 = 0; r0 < nrows; r0 += panel) {
+        const int64_t r1 = nrows - r0 < panel ? nrows : r0 + panel;
+        for (t0 = 0; t0 < ntok; t0 += EO512_BTT) {
+            const int tt = ntok - t0 < EO512_BTT ? (int)(ntok - t0) : EO512_BTT;
+            /* the chunks of row_tile (same sums to the bit) */
+            for (c0 = 0; c0 < nb; c0 += EO_CHUNK_BLOCKS) {
+                const int64_t nc = nb - c0 < EO_CHUNK_BLOCKS ? nb - c0 : EO_CHUNK_BLOCKS;
+                const __mmask16 sm = (__mmask16)((1u << (nc < 16 ? nc : 0)) - 1);
+                __mmask64 wm[4];
+                __m512i pidx;
+                __mmask16 pkeep = 0;
+                int i;
+                {
+                    /* overlapping last group: lane p(k) of row_tile (block 16 * nfull + k)
+                     * is lane p(k + sh) of the group; p(b) = 4 (b % 4) + b / 4 */
+                    int32_t idx[16] = {0};
+                    const int64_t nl = nc % 16, sh = 16 - nl;
+                    int64_t k;
+                    for (k = 0; k < nl; k++) {
+                        idx[4 * (k % 4) + k / 4] = (int32_t)(4 * ((k + sh) % 4) + (k + sh) / 4);
+                        pkeep |= (__mmask16)(1u << (4 * (k % 4) + k / 4));
+                    }
+                    pidx = _mm512_loadu_si512((const void *)idx);
+                }
+                for (i = 0; i < 4; i++)
+                    wm[i] = EO_S(bytemask)((nc < 16 ? nc : 0) * 16 - 64 * i);
+                for (i = 0; i < tt; i++)
+                    EO_S(bprep)(xq + (t0 + i) * nb * 32 + c0 * 32, xd + (t0 + i) * nb + c0, nc, c, &P[i]);
+                for (r = r0; r < r1;) {
+                    const uint8_t *w = wq + r * wstride + c0 * 16;
+                    const void *s = (const uint8_t *)ws + r * sstride + c0 * sbytes;
+                    float *o = out + t0 * out_stride + r;
+                    if (EO512_BRT > 1 && r + EO512_BRT <= r1) {
+                        EO512_BSWITCH(EO512_BRT)
+                        r += EO512_BRT;
+                    } else {
+                        EO512_BSWITCH(1)
+                        r += 1;
+                    }
+                }
+            }
+        }
+    }
+}
+#undef EO512_BCASE
+#undef EO512_BSWITCH
+#endif /* EO_VNNI */
+
 EO_T static void EO_S(q8_mxfp4w_avx512)(const uint8_t *wq, const uint8_t *we, int64_t nrows,
                                          int64_t nb, const int8_t *xq, const float *xd,
                                          int64_t ntok, float *out, int64_t out_stride)
 {
+#if EO_VNNI
+    if (ntok >= EO512_BMIN) {
+        EO_S(bmatmul)(0, wq, we, nrows, nb, xq, xd, ntok, out, out_stride);
+        return;
+    }
+#endif
     EO_S(int_matmul)(0, wq, we, nrows, nb, xq, xd, ntok, out, out_stride);
 }
 
@@ -325,6 +721,12 @@ EO_T static void EO_S(q8_q4w_avx512)(const uint8_t *wq, const uint16_t *wd, int6
                                       int64_t nb, const int8_t *xq, const float *xd,
                                       int64_t ntok, float *out, int64_t out_stride)
 {
+#if EO_VNNI
+    if (ntok >= EO512_BMIN) {
+        EO_S(bmatmul)(2, wq, wd, nrows, nb, xq, xd, ntok, out, out_stride);
+        return;
+    }
+#endif
     EO_S(int_matmul)(2, wq, wd, nrows, nb, xq, xd, ntok, out, out_stride);
 }
 

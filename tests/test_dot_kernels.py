@@ -213,6 +213,32 @@ def test_q8_activation_matmul(kern, kind):
         np.testing.assert_array_equal(fn(wq, ws, xq[0], xd[0]), out[0])
 
 
+# Shapes for the tiled paths of the SIMD kernels (token tiles of 4 / 8, row pairs, groups
+# of 16 blocks with an overlapping last group, K chunks of up to 128 blocks): ntok not a
+# multiple of the tile, nb around multiples of 16 and past one chunk.
+TILE_CASES = [(r, nb, t) for nb in (16, 17, 31, 90, 130, 180) for r, t in ((1, 9), (3, 6), (5, 17), (2, 8))] + [
+    (7, 33, 23), (4, 144, 16)]
+
+
+@pytest.mark.parametrize("kind", ["mxfp4", "q8", "q4"])
+def test_q8_activation_matmul_tiles(kern, kind):
+    fn = getattr(kern, _Q8_METHODS[kind])
+    for nrows, nb, ntok in TILE_CASES:
+        rng = _rng("tiles", kind, nrows, nb, ntok)
+        wq, ws, wf = _weights(kind, rng, nrows, nb)
+        xq, xd = ref.q8_quantize(_acts(rng, ntok, nb * 32))
+        xf = ref.q8_dequantize(xq, xd)
+        want = xf @ wf.T
+        absprod = np.abs(xf) @ np.abs(wf).T
+        buf, out = _padded_out(ntok, nrows)
+        fn(wq, ws, xq, xd, out=out)
+        _assert_close(out, want, absprod, f"{kind} nrows={nrows} nb={nb} ntok={ntok}")
+        assert np.isnan(buf[:, nrows:]).all(), "wrote past nrows"
+        # a token alone (other code paths for few tokens) gives the same values to the bit
+        for t in (0, ntok - 1):
+            np.testing.assert_array_equal(fn(wq, ws, xq[t:t + 1], xd[t:t + 1]), out[t:t + 1])
+
+
 @pytest.mark.parametrize("kind", ["mxfp4", "q8", "q4"])
 def test_q8_activation_matmul_decodes_every_element_exactly(kern, kind):
     """One-hot activations read single weights back: checks the nibble layout, every

@@ -176,7 +176,7 @@ EO_T2I void row_tile_avx2(int kind, int TT, const uint8_t *w, const void *s, int
                 continue;
             }
 #if EO_PF
-            if ((kind == 1 || (m & 1) == 0) && nblk > 1) /* once per 64 B */
+            if ((kind == 1 || (m & 1) == 0) && nblk > 1 && TT > 1) /* once per 64 B; not for decoding (see avx512) */
                 EO_PREFETCH(wb + EO_PF);
 #endif
             if (kind == 1) {

@@ -92,10 +92,21 @@ def test_route_topk_softmax_over_chosen():
 
 
 def test_swiglu_clamps_and_adds_one():
-    z = rng.standard_normal((200, 2)) * 6
-    got = np.array([loops.swiglu(np.float32(g), np.float32(l), np.float32(7.0), np.float32(1.702)) for g, l in z])
-    g, l = np.minimum(z[:, 0], 7), np.clip(z[:, 1], -7, 7)
-    np.testing.assert_allclose(got, g / (1 + np.exp(-1.702 * g)) * (l + 1), rtol=1e-5, atol=1e-5)
+    """Rows of interleaved gate / linear outputs, each with its expert's bias from the blob."""
+    n, I = 5, 40
+    gu = rng.standard_normal((n, 2 * I)).astype(np.float32) * 6
+    gu[0, :8] = [-200, 3, 50, -50, 7.5, 9, -0.0, 0]  # far below / above the clamps, and zeros
+    biases = rng.standard_normal((2, 2 * I)).astype(np.float32)
+    blob = biases.view(np.uint8).copy()  # two "experts" holding only their gate_up bias
+    offs = np.zeros(6, np.int64)
+    offs[loops.EXP_GU_BIAS] = 0
+    expert_of = np.array([0, 1, 1, 0, 1], np.int64)
+    out = np.empty((n, I), np.float32)
+    z = (gu + biases[expert_of]).astype(np.float64)
+    loops.swiglu_rows(gu, blob, np.arange(2, dtype=np.int64), offs, expert_of, I, np.float32(7.0),
+                      np.float32(1.702), out, np.empty((n, I), np.int32))
+    g, l = np.minimum(z[:, 0::2], 7), np.clip(z[:, 1::2], -7, 7)
+    np.testing.assert_allclose(out, g / (1 + np.exp(-1.702 * g)) * (l + 1), rtol=1e-5, atol=1e-5)
 
 
 def test_moe_groups_tokens_by_expert():

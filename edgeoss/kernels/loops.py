@@ -146,6 +146,34 @@ def bf16_rows(w, ids, out_bits):
             out_bits[i, j] = np.uint32(w[r, j]) << 16
 
 
+# Relaxed float rules for the attention and activation loops only: lets LLVM vectorize the dot
+# products and reductions (reassociation); no "no-NaN/no-inf" assumptions, which masking could break.
+_VEC_MATH = {"reassoc", "contract", "nsz", "arcp"}
+
+
+@njit(cache=True, nogil=True, fastmath=_VEC_MATH)
+def exp_inplace(x, bits, a, b):
+    """x[a:b] = exp(x[a:b]) as 2^n * 2^f with |f| <= 1/2 (a degree-6 polynomial, within
+    1.2e-7 relative), n clamped to [-126, 126]: unlike calls to exp() this vectorizes.
+    bits: int32 work array as long as x."""
+    f32 = bits.view(np.float32)
+    for j in range(a, b):
+        t = x[j] * np.float32(1.4426950408889634)
+        t = min(max(t, np.float32(-126.0)), np.float32(126.0))
+        n = np.floor(t + np.float32(0.5))
+        f = t - n
+        p = np.float32(1.5403530393381608e-4)
+        p = p * f + np.float32(1.3333558146428443e-3)
+        p = p * f + np.float32(9.618129107628477e-3)
+        p = p * f + np.float32(5.550410866482158e-2)
+        p = p * f + np.float32(2.402265069591007e-1)
+        p = p * f + np.float32(6.931471805599453e-1)
+        x[j] = p * f + np.float32(1.0)
+        bits[j] = (np.int32(n) + 127) << 23
+    for j in range(a, b):
+        x[j] *= f32[j]
+
+
 # -- attention ----------------------------------------------------------------------------
 
 @njit(parallel=True, cache=True, nogil=True)
@@ -169,9 +197,6 @@ def rope_inplace(x, cos, sin, pos0):
 # per tile, not once per query row.
 ATT_BQ = 16
 ATT_BK = 64
-# Relaxed float rules for the attention loops only: lets LLVM vectorize the dot products and
-# reductions (reassociation); no "no-NaN/no-inf" assumptions, which masking could break.
-_ATT_MATH = {"reassoc", "contract", "nsz", "arcp"}
 
 
 def attention_scratch(T: int, nh: int, nkv: int, hd: int) -> tuple:
@@ -211,7 +236,7 @@ def qkv_split_rope(qkv, bias, cos, sin, pos0, q, k, v):
                 v[t, h, i] = qkv[t, vofs + h * hd + i] + bias[vofs + h * hd + i]
 
 
-@njit(parallel=True, cache=True, nogil=True, fastmath=_ATT_MATH)
+@njit(parallel=True, cache=True, nogil=True, fastmath=_VEC_MATH)
 def attention_sinks(q, k_new, v_new, k_cache, v_cache, pos0, ring, window, sinks, scale, out,
                     qs, acc, ml, kb, vb, sc, sb):
     """Causal attention with a per-head sink logit, optional sliding window, GQA.
@@ -239,7 +264,6 @@ def attention_sinks(q, k_new, v_new, k_cache, v_cache, pos0, ring, window, sinks
         nt = min(ATT_BQ, T - t0)
         R = nt * group
         Q, A, K, V, S, NB = qs[item], acc[item], kb[item], vb[item], sc[item], sb[item]
-        F = NB.view(np.float32)
         M, L = ml[item, 0], ml[item, 1]
         for r in range(R):  # row r: token t0 + r // group, head g * group + r % group
             t, h = t0 + r // group, g * group + r % group
@@ -297,24 +321,12 @@ def attention_sinks(q, k_new, v_new, k_cache, v_cache, pos0, ring, window, sinks
                     for i in range(hd):
                         A[r, i] *= corr
                     M[r] = mx
-                tot = np.float32(0.0)
-                for jj in range(a, b):  # exp(S - mx) = 2^n 2^f, |f| <= 1/2: vectorizes, unlike exp()
-                    x = (S[jj] - mx) * np.float32(1.4426950408889634)
-                    x = x if x > np.float32(-126.0) else np.float32(-126.0)
-                    ni = np.floor(x + np.float32(0.5))
-                    f = x - ni
-                    p = np.float32(1.5403530393381608e-4)
-                    p = p * f + np.float32(1.3333558146428443e-3)
-                    p = p * f + np.float32(9.618129107628477e-3)
-                    p = p * f + np.float32(5.550410866482158e-2)
-                    p = p * f + np.float32(2.402265069591007e-1)
-                    p = p * f + np.float32(6.931471805599453e-1)
-                    S[jj] = p * f + np.float32(1.0)
-                    NB[jj] = (np.int32(ni) + 127) << 23
                 for jj in range(a, b):
-                    e = S[jj] * F[jj]
-                    S[jj] = e
-                    tot += e
+                    S[jj] -= mx
+                exp_inplace(S, NB, a, b)
+                tot = np.float32(0.0)
+                for jj in range(a, b):
+                    tot += S[jj]
                 L[r] += tot
                 jj = a
                 while jj + 4 <= b:  # four keys per pass over the accumulator row
@@ -370,22 +382,13 @@ def route_topk(logits, k, idx, wts):
             wts[t, s] /= tot
 
 
-@njit(cache=True, nogil=True)
-def swiglu(g, l, limit, alpha):
-    """gpt-oss's activation of one gate / linear pair (biases added): g clamped above at
-    limit, l to +-limit, then g * sigmoid(alpha g) * (l + 1)."""
-    g = min(g, limit)
-    l = min(max(l, -limit), limit)
-    return g / (1.0 + math.exp(-alpha * g)) * (l + 1.0)
-
-
 def moe_scratch(T: int, H: int, I: int, E: int, k: int) -> tuple:
     """Work buffers of `moe` for up to T tokens with k experts each (allocate once, reuse)."""
     f32, n = np.float32, T * k
     return (np.empty((n, H), f32), np.empty((n, H), np.int8), np.empty((n, H // 32), f32),
             np.empty((n, 2 * I), f32), np.empty((n, I), f32), np.empty((n, I), np.int8),
             np.empty((n, I // 32), f32), np.empty((n, H), f32), np.empty(n, np.int64), np.empty(n, np.int64),
-            np.empty(E + 1, np.int64), np.empty(E, np.int64), np.empty(E, np.int64))
+            np.empty(E + 1, np.int64), np.empty(E, np.int64), np.empty(E, np.int64), np.empty((n, I), np.int32))
 
 
 @njit(parallel=True, cache=True, nogil=True)
@@ -423,14 +426,24 @@ def _experts_matmul(part_blocks, part_scales, R, nb, use_q8, blob, slot_of, offs
             eo_f32_mxfp4w_matmul(wq, we, nr, nb, x.ctypes.data + n0 * K * 4, n, o, R)
 
 
-@njit(parallel=True, cache=True, nogil=True)
-def _swiglu_rows(gu, blob, slot_of, offs, expert_of, I, limit, alpha, out):
-    """swiglu_clamped on every row, each with the gate_up bias of its expert expert_of[row]."""
+@njit(parallel=True, cache=True, nogil=True, fastmath=_VEC_MATH)
+def swiglu_rows(gu, blob, slot_of, offs, expert_of, I, limit, alpha, out, bits):
+    """gpt-oss's activation on every row, with the gate_up bias of the row's expert
+    expert_of[row]: gate_up rows interleave gate g (even) and linear l (odd) outputs; with
+    biases added, g is clamped above at limit, l to +-limit, and out = g sigmoid(alpha g) (l + 1).
+    gu is overwritten (its first half holds exp(-alpha g)); bits: int32 rows as wide as out."""
     for r in prange(gu.shape[0]):
         o = offs[EXP_GU_BIAS]
         bias = blob[slot_of[expert_of[r]], o:o + 8 * I].view(np.float32)
-        for j in range(I):  # gate_up rows interleave gate (even) and linear (odd) outputs
-            out[r, j] = swiglu(gu[r, 2 * j] + bias[2 * j], gu[r, 2 * j + 1] + bias[2 * j + 1], limit, alpha)
+        e = gu[r]
+        for j in range(I):  # ascending j: slot j is read (2j >= j) before it is written
+            g = min(e[2 * j] + bias[2 * j], limit)
+            l = min(max(e[2 * j + 1] + bias[2 * j + 1], -limit), limit)
+            out[r, j] = g * (l + np.float32(1.0))
+            e[j] = -alpha * g
+        exp_inplace(e, bits[r], 0, I)
+        for j in range(I):
+            out[r, j] /= np.float32(1.0) + e[j]
 
 
 @njit(parallel=True, cache=True, nogil=True)
@@ -450,14 +463,14 @@ def _combine(y, row_of, idx, wts, blob, slot_of, offs, out):
 
 @njit(cache=True, nogil=True)
 def moe(h, idx, wts, blob, slot_of, offs, H, I, use_q8, limit, alpha, out,
-        xe, xq, xd, gu, act, aq, ad, y, row_of, expert_of, start, gexp, nxt):
+        xe, xq, xd, gu, act, aq, ad, y, row_of, expert_of, start, gexp, nxt, bits):
     """out[T, H] += sum over each token's experts of weight * expert(h[t]).
 
     The (token, expert) pairs are sorted by expert, so each active expert's weights are
     streamed once per call however many tokens use it (a GEMM over its group of rows, not
     repeated GEMVs), and each of the two matrices runs for all experts in one parallel loop.
     Expert e's bytes are row slot_of[e] of blob [slots, stride]; offs gives the six parts'
-    offsets inside it. xe..nxt are work buffers from `moe_scratch` (no allocation here)."""
+    offsets inside it. xe..bits are work buffers from `moe_scratch` (no allocation here)."""
     T, k = idx.shape
     E = slot_of.shape[0]
     n = T * k
@@ -486,7 +499,7 @@ def moe(h, idx, wts, blob, slot_of, offs, H, I, use_q8, limit, alpha, out,
     tile_major = n > 2 * k  # prefill: balance the threads; decoding: whole experts per thread
     _experts_matmul(EXP_GU_BLOCKS, EXP_GU_SCALES, 2 * I, H // 32, use_q8, blob, slot_of, offs, gexp, start,
                     ngroups, tile_major, xe, xq, xd, gu)
-    _swiglu_rows(gu[:n], blob, slot_of, offs, expert_of, I, limit, alpha, act)
+    swiglu_rows(gu[:n], blob, slot_of, offs, expert_of, I, limit, alpha, act, bits)
     if use_q8:
         _quantize_rows(act[:n], aq[:n], ad[:n])
     _experts_matmul(EXP_DOWN_BLOCKS, EXP_DOWN_SCALES, H, I // 32, use_q8, blob, slot_of, offs, gexp, start,

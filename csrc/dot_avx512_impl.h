@@ -151,6 +151,28 @@ EO_TI void EO_S(prep)(const int8_t *x, const float *dx, int64_t nc, int c, EO_S(
     }
 }
 
+/* 64 bytes of 4-bit codes (4 blocks, one per 128-bit lane) -> unsigned bytes of
+ * the low nibbles (elements 0..15) and high nibbles (16..31): mxfp4 (kind 0)
+ * through `lut` (doubled magnitudes offset by 12), q4 (kind 2) as stored. */
+EO_TI void EO_S(unpack4)(int kind, __m512i wv, __m512i lut, __m512i *ulo, __m512i *uhi)
+{
+    const __m512i m0f = _mm512_set1_epi8(0x0F);
+    __m512i lo, hi;
+#if EO_VBMI
+    if (kind == 0) {
+        /* vpermb indexes 64 entries with bits 0..5: the 16-entry table
+         * repeated 4 times ignores the other nibble's bits */
+        *ulo = _mm512_permutexvar_epi8(wv, lut);
+        *uhi = _mm512_permutexvar_epi8(_mm512_srli_epi16(wv, 4), lut);
+        return;
+    }
+#endif
+    lo = _mm512_and_si512(wv, m0f);
+    hi = _mm512_and_si512(_mm512_srli_epi16(wv, 4), m0f);
+    *ulo = kind == 0 ? _mm512_shuffle_epi8(lut, lo) : lo;
+    *uhi = kind == 0 ? _mm512_shuffle_epi8(lut, hi) : hi;
+}
+
 /* One weight row (chunk of nc blocks) against a tile of TT prepared tokens.
  * kind: 0 mxfp4 (w uint8 codes, s e8m0 bytes), 1 q8 (w int8, s fp16),
  * 2 q4 (w uint8 nibbles, s fp16).  Loops over groups of 16 blocks; the last
@@ -158,7 +180,6 @@ EO_TI void EO_S(prep)(const int8_t *x, const float *dx, int64_t nc, int c, EO_S(
 EO_TI void EO_S(row_tile)(int kind, int TT, const uint8_t *w, const void *s, int64_t nc,
                            const EO_S(eo512_prep) *P, float *out, int64_t out_stride, int accumulate)
 {
-    const __m512i m0f = _mm512_set1_epi8(0x0F);
     const __m512i lut = _mm512_broadcast_i32x4(
         _mm_setr_epi8(12, 13, 14, 15, 16, 18, 20, 24, 12, 11, 10, 9, 8, 6, 4, 0));
     const __m512i x80 = _mm512_set1_epi8((char)0x80);
@@ -233,25 +254,7 @@ EO_TI void EO_S(row_tile)(int kind, int TT, const uint8_t *w, const void *s, int
             } else {
                 __m512i wv = nblk >= 4 ? _mm512_loadu_si512((const void *)wb)
                                        : _mm512_maskz_loadu_epi8(EO_S(bytemask)(nblk * 16), wb);
-#if EO_VBMI
-                if (kind == 0) {
-                    /* vpermb indexes 64 entries with bits 0..5: the 16-entry
-                     * table repeated 4 times ignores the other nibble's bits */
-                    ulo = _mm512_permutexvar_epi8(wv, lut);
-                    uhi = _mm512_permutexvar_epi8(_mm512_srli_epi16(wv, 4), lut);
-                } else
-#endif
-                {
-                    __m512i lo = _mm512_and_si512(wv, m0f);
-                    __m512i hi = _mm512_and_si512(_mm512_srli_epi16(wv, 4), m0f);
-                    if (kind == 0) {
-                        ulo = _mm512_shuffle_epi8(lut, lo);
-                        uhi = _mm512_shuffle_epi8(lut, hi);
-                    } else {
-                        ulo = lo;
-                        uhi = hi;
-                    }
-                }
+                EO_S(unpack4)(kind, wv, lut, &ulo, &uhi);
             }
             for (t = 0; t < TT; t++) {
                 __m512i xlo = _mm512_load_si512((const void *)(P[t].xs + b * 32));
@@ -322,7 +325,6 @@ EO_TI void EO_S(row_tile1)(int kind, int RT, const uint8_t *w, int64_t wstride, 
                             int64_t sstride, int64_t nc, const EO_S(eo512_prep) *P, float *out,
                             int accumulate)
 {
-    const __m512i m0f = _mm512_set1_epi8(0x0F);
     const __m512i lut = _mm512_broadcast_i32x4(
         _mm_setr_epi8(12, 13, 14, 15, 16, 18, 20, 24, 12, 11, 10, 9, 8, 6, 4, 0));
     const __m512i x80 = _mm512_set1_epi8((char)0x80);
@@ -400,23 +402,7 @@ EO_TI void EO_S(row_tile1)(int kind, int RT, const uint8_t *w, int64_t wstride, 
                 } else {
                     __m512i wv = nblk >= 4 ? _mm512_loadu_si512((const void *)wb)
                                            : _mm512_maskz_loadu_epi8(EO_S(bytemask)(nblk * 16), wb);
-#if EO_VBMI
-                    if (kind == 0) {
-                        ulo = _mm512_permutexvar_epi8(wv, lut);
-                        uhi = _mm512_permutexvar_epi8(_mm512_srli_epi16(wv, 4), lut);
-                    } else
-#endif
-                    {
-                        __m512i lo = _mm512_and_si512(wv, m0f);
-                        __m512i hi = _mm512_and_si512(_mm512_srli_epi16(wv, 4), m0f);
-                        if (kind == 0) {
-                            ulo = _mm512_shuffle_epi8(lut, lo);
-                            uhi = _mm512_shuffle_epi8(lut, hi);
-                        } else {
-                            ulo = lo;
-                            uhi = hi;
-                        }
-                    }
+                    EO_S(unpack4)(kind, wv, lut, &ulo, &uhi);
                 }
                 acc[r][m] = EO_S(dp2)(ulo, xl, uhi, xh, kind != 1);
             }

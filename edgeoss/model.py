@@ -33,11 +33,6 @@ class Matrix:
     def rows(self) -> int:
         return next(iter(self.arrays.values())).shape[0]
 
-    @property
-    def cols(self) -> int:
-        a = next(iter(self.arrays.values()))
-        return a.shape[1] if self.kind == "bf16" else a.shape[1] * 32
-
     def apply(self, x: np.ndarray, out: np.ndarray, xq: np.ndarray | None = None,
               xd: np.ndarray | None = None) -> np.ndarray:
         """out float32 [T, rows] = x float32 [T, cols] @ W^T. Quantized kinds quantize x into
@@ -74,10 +69,6 @@ class Buffers:
         if a is None or a.size < n or a.dtype != dtype:
             a = self._arrays[name] = np.empty(n, dtype)
         return a[:n].reshape(shape)
-
-    @property
-    def nbytes(self) -> int:
-        return sum(a.nbytes for a in self._arrays.values())
 
 
 @dataclass

@@ -19,17 +19,23 @@ def test_rmsnorm():
     np.testing.assert_allclose(out, want, rtol=2e-6, atol=1e-6)
 
 
-def test_rope_rotates_halves():
-    T, nh, hd, pos0 = 3, 5, 64, 7
-    x = rng.standard_normal((T, nh, hd)).astype(np.float32)
+def test_qkv_split_adds_bias_and_rotates_halves():
+    T, nh, nkv, hd, pos0 = 3, 5, 2, 64, 7
+    qkv = rng.standard_normal((T, (nh + 2 * nkv) * hd)).astype(np.float32)
+    bias = rng.standard_normal(qkv.shape[1]).astype(np.float32)
     ang = np.arange(pos0 + T)[:, None] * rng.uniform(0.001, 1, hd // 2)[None, :]
     cos, sin = (np.cos(ang) * 1.3).astype(np.float32), (np.sin(ang) * 1.3).astype(np.float32)
-    got = x.copy()
-    loops.rope_inplace(got, cos, sin, pos0)
+    q, k, v = np.empty((T, nh, hd), np.float32), np.empty((T, nkv, hd), np.float32), np.empty((T, nkv, hd), np.float32)
+    loops.qkv_split_rope(qkv, bias, cos, sin, pos0, q, k, v)
+    z = (qkv + bias).reshape(T, nh + 2 * nkv, hd)
     c, s = cos[pos0:, None, :], sin[pos0:, None, :]
-    x1, x2 = x[..., :hd // 2], x[..., hd // 2:]
-    want = np.concatenate([x1 * c - x2 * s, x2 * c + x1 * s], axis=-1)
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+    def rope(x):
+        x1, x2 = x[..., :hd // 2], x[..., hd // 2:]
+        return np.concatenate([x1 * c - x2 * s, x2 * c + x1 * s], axis=-1)
+    np.testing.assert_allclose(q, rope(z[:, :nh]), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(k, rope(z[:, nh:nh + nkv]), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(v, z[:, nh + nkv:], rtol=1e-6, atol=1e-6)
 
 
 def attention_numpy(q, k, v, sinks, window, scale):

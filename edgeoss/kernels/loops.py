@@ -84,22 +84,6 @@ def f32_bf16w_matmul(w, x, out):
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def mxfp4_matmul(blocks_addr, scales_addr, R, nb, use_q8, x, xq, xd, out):
-    """out[T, R] = x @ W^T for one MXFP4 matrix given by addresses (an expert inside a blob)."""
-    T = x.shape[0]
-    ntiles = (R + ROW_TILE - 1) // ROW_TILE
-    for tile in prange(ntiles):
-        r0 = tile * ROW_TILE
-        n = min(ROW_TILE, R - r0)
-        if use_q8:
-            eo_q8_mxfp4w_matmul(blocks_addr + r0 * nb * 16, scales_addr + r0 * nb, n, nb,
-                                xq.ctypes.data, xd.ctypes.data, T, out.ctypes.data + r0 * 4, R)
-        else:
-            eo_f32_mxfp4w_matmul(blocks_addr + r0 * nb * 16, scales_addr + r0 * nb, n, nb,
-                                 x.ctypes.data, T, out.ctypes.data + r0 * 4, R)
-
-
-@njit(parallel=True, cache=True, nogil=True)
 def add_bias(out, bias):
     for t in prange(out.shape[0]):
         for r in range(out.shape[1]):
@@ -176,22 +160,6 @@ def exp_inplace(x, bits, a, b):
 
 # -- attention ----------------------------------------------------------------------------
 
-@njit(parallel=True, cache=True, nogil=True)
-def rope_inplace(x, cos, sin, pos0):
-    """Rotate x [T, heads, hd] at positions pos0.. : halves (x1, x2) -> (x1 c - x2 s, x2 c + x1 s).
-    cos/sin [positions, hd/2] already carry YaRN's attention scaling."""
-    T, nh, hd = x.shape
-    half = hd // 2
-    for t in prange(T):
-        p = pos0 + t
-        for h in range(nh):
-            for i in range(half):
-                a, b = x[t, h, i], x[t, h, i + half]
-                c, s = cos[p, i], sin[p, i]
-                x[t, h, i] = a * c - b * s
-                x[t, h, i + half] = b * c + a * s
-
-
 # Query tokens per attention tile and keys per block: a tile's group of query heads (8 in
 # gpt-oss) times ATT_BQ tokens share every gathered key/value block, so each block is read once
 # per tile, not once per query row.
@@ -212,7 +180,8 @@ def attention_scratch(T: int, nh: int, nkv: int, hd: int) -> tuple:
 @njit(parallel=True, cache=True, nogil=True)
 def qkv_split_rope(qkv, bias, cos, sin, pos0, q, k, v):
     """Fused q|k|v projection [T, (nh + 2 nkv) hd] plus bias -> q [T, nh, hd], k, v [T, nkv, hd],
-    with RoPE applied to q and k (as `rope_inplace`)."""
+    with RoPE on q and k at positions pos0..: each head's halves (x1, x2) become
+    (x1 c - x2 s, x2 c + x1 s); cos/sin [positions, hd/2] already carry YaRN's scaling."""
     T, nh, hd = q.shape
     nkv = k.shape[1]
     half = hd // 2

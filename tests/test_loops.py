@@ -150,7 +150,7 @@ def test_moe_groups_tokens_by_expert():
             want[t] += wts[t, s] * (dequantize_mxfp4(dnb, dns) @ a + dnbias)
     slots = np.arange(E, dtype=np.int64)
     scratch = loops.moe_scratch(T, H, I, E, k)
-    # all tokens (threads split every expert), one and two tokens (threads take whole experts)
+    # all tokens, one token (decoding) and two
     for rows in (slice(0, T), slice(0, 1), slice(3, 5)):
         for use_q8, tol in ((False, 1e-4), (True, 3e-2)):
             out = np.zeros((T, H), np.float32)[rows]

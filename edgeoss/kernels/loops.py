@@ -368,20 +368,17 @@ def _quantize_rows(x, xq, xd):
 
 @njit(parallel=True, cache=True, nogil=True)
 def _experts_matmul(part_blocks, part_scales, R, nb, use_q8, blob, slot_of, offs, gexp, start, ngroups,
-                    tile_major, x, xq, xd, out):
+                    x, xq, xd, out):
     """One matrix (gate_up or down, chosen by its parts' indices) of every active expert in a
-    single parallel loop over (expert, row tile), so no thread waits at a barrier between
-    experts. Group g (expert gexp[g]) owns rows start[g]:start[g+1] of x and out. tile_major
-    interleaves the experts so each thread gets half of every expert's rows (balanced when
-    the groups differ in size); otherwise each thread streams whole experts (long sequential
-    reads, for decoding)."""
+    single parallel loop over (row tile, expert), so no thread waits at a barrier between
+    experts. Group g (expert gexp[g]) owns rows start[g]:start[g+1] of x and out. Items
+    interleave the experts: each thread gets its share of every expert's rows (balanced when
+    groups differ in size) and, decoding, reads several experts' streams at once, which
+    measured faster than whole experts per thread (more reads in flight per core)."""
     ntiles = (R + ROW_TILE - 1) // ROW_TILE
     K = nb * 32
     for item in prange(ngroups * ntiles):
-        if tile_major:
-            gi, tile = item % ngroups, item // ngroups
-        else:
-            gi, tile = item // ntiles, item % ntiles
+        gi, tile = item % ngroups, item // ngroups
         n0, n = start[gi], start[gi + 1] - start[gi]
         base = blob.ctypes.data + slot_of[gexp[gi]] * blob.shape[1]
         r0 = tile * ROW_TILE
@@ -465,14 +462,13 @@ def moe(h, idx, wts, blob, slot_of, offs, H, I, use_q8, limit, alpha, out,
             xe[r] = h[t]
     if use_q8:
         _quantize_rows(xe[:n], xq[:n], xd[:n])
-    tile_major = n > 2 * k  # prefill: balance the threads; decoding: whole experts per thread
     _experts_matmul(EXP_GU_BLOCKS, EXP_GU_SCALES, 2 * I, H // 32, use_q8, blob, slot_of, offs, gexp, start,
-                    ngroups, tile_major, xe, xq, xd, gu)
+                    ngroups, xe, xq, xd, gu)
     swiglu_rows(gu[:n], blob, slot_of, offs, expert_of, I, limit, alpha, act, bits)
     if use_q8:
         _quantize_rows(act[:n], aq[:n], ad[:n])
     _experts_matmul(EXP_DOWN_BLOCKS, EXP_DOWN_SCALES, H, I // 32, use_q8, blob, slot_of, offs, gexp, start,
-                    ngroups, tile_major, act, aq, ad, y)
+                    ngroups, act, aq, ad, y)
     _combine(y, row_of, idx, wts, blob, slot_of, offs, out)
 
 

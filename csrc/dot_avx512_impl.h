@@ -327,9 +327,7 @@ EO_TI void EO_S(row_tile1)(int kind, int RT, const uint8_t *w, int64_t wstride, 
 {
     const __m512i lut = _mm512_broadcast_i32x4(
         _mm_setr_epi8(12, 13, 14, 15, 16, 18, 20, 24, 12, 11, 10, 9, 8, 6, 4, 0));
-    const __m512i x80 = _mm512_set1_epi8((char)0x80);
-    const int64_t bpb = kind == 1 ? 32 : 16; /* weight bytes per block */
-    const int use_corr = !(kind == 1 && !EO_VNNI);
+    const int64_t bpb = 16; /* weight bytes per block: 4-bit kinds only (0 mxfp4, 2 q4) */
     __m512 facc[EO512_RT1];
     int64_t g;
     int r;
@@ -374,37 +372,11 @@ EO_TI void EO_S(row_tile1)(int kind, int RT, const uint8_t *w, int64_t wstride, 
             EO_UNROLL
             for (r = 0; r < RT; r++) {
                 const uint8_t *wb = w + r * wstride + b * bpb;
-                __m512i ulo, uhi, xl = xlo, xh = xhi;
-                if (kind == 1) {
-                    __m512i w0, w1, wlo, whi;
-                    if (nblk >= 4) {
-                        w0 = _mm512_loadu_si512((const void *)wb);
-                        w1 = _mm512_loadu_si512((const void *)(wb + 64));
-                    } else {
-                        w0 = _mm512_maskz_loadu_epi8(EO_S(bytemask)(nblk * 32), wb);
-                        w1 = _mm512_maskz_loadu_epi8(EO_S(bytemask)(nblk * 32 - 64), wb + 64);
-                    }
-                    wlo = _mm512_shuffle_i64x2(w0, w1, 0x88);
-                    whi = _mm512_shuffle_i64x2(w0, w1, 0xDD);
-#if EO_VNNI
-                    ulo = _mm512_xor_si512(wlo, x80);
-                    uhi = _mm512_xor_si512(whi, x80);
-#else
-                    {
-                        const __m512i z = _mm512_setzero_si512();
-                        (void)x80;
-                        ulo = _mm512_abs_epi8(wlo);
-                        uhi = _mm512_abs_epi8(whi);
-                        xl = _mm512_mask_sub_epi8(xl, _mm512_movepi8_mask(wlo), z, xl);
-                        xh = _mm512_mask_sub_epi8(xh, _mm512_movepi8_mask(whi), z, xh);
-                    }
-#endif
-                } else {
-                    __m512i wv = nblk >= 4 ? _mm512_loadu_si512((const void *)wb)
-                                           : _mm512_maskz_loadu_epi8(EO_S(bytemask)(nblk * 16), wb);
-                    EO_S(unpack4)(kind, wv, lut, &ulo, &uhi);
-                }
-                acc[r][m] = EO_S(dp2)(ulo, xl, uhi, xh, kind != 1);
+                __m512i ulo, uhi;
+                __m512i wv = nblk >= 4 ? _mm512_loadu_si512((const void *)wb)
+                                       : _mm512_maskz_loadu_epi8(EO_S(bytemask)(nblk * 16), wb);
+                EO_S(unpack4)(kind, wv, lut, &ulo, &uhi);
+                acc[r][m] = EO_S(dp2)(ulo, xlo, uhi, xhi, 1);
             }
         }
         xdv = _mm512_load_ps(P->xd + g);
@@ -419,8 +391,7 @@ EO_TI void EO_S(row_tile1)(int kind, int RT, const uint8_t *w, int64_t wstride, 
                 __m256i hv = full ? _mm256_loadu_si256((const __m256i *)h) : _mm256_maskz_loadu_epi16(sm, h);
                 ws = EO_S(to_tree_ps)(_mm512_cvtph_ps(hv));
             }
-            if (use_corr)
-                d = _mm512_sub_epi32(d, corr);
+            d = _mm512_sub_epi32(d, corr);
             facc[r] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(d), xdv), ws, facc[r]);
         }
     }

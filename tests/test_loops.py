@@ -38,6 +38,19 @@ def test_qkv_split_adds_bias_and_rotates_halves():
     np.testing.assert_allclose(v, z[:, nh + nkv:], rtol=1e-6, atol=1e-6)
 
 
+def test_exp_inplace_is_accurate_and_clamps():
+    """The vectorized exp used by attention and swiglu: float32-accurate over the range that
+    matters, only the requested slice touched, and no inf / NaN far outside it."""
+    x = np.concatenate([np.linspace(-87, 87, 1001), [-1e4, 1e4, 0.0]]).astype(np.float32)
+    got = x.copy()
+    loops.exp_inplace(got, np.empty(x.size, np.int32), 0, 1001)
+    want = np.exp(x[:1001].astype(np.float64))
+    assert np.all(np.abs(got[:1001] - want) / want <= 2e-7 + 8e-8 * np.abs(x[:1001]))
+    assert np.array_equal(got[1001:], x[1001:])
+    loops.exp_inplace(got, np.empty(x.size, np.int32), 1001, 1004)
+    assert np.isfinite(got[1001:]).all() and got[1001] < 1e-37 and got[1002] > 1e37 and got[1003] == 1.0
+
+
 def attention_numpy(q, k, v, sinks, window, scale):
     """All positions at once: q [T, nh, hd], k/v [T, nkv, hd] from position 0."""
     T, nh, hd = q.shape

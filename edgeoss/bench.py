@@ -47,18 +47,32 @@ def decode_bytes_per_token(files: fmt.ModelFiles) -> int:
 
 
 def peak_rss_bytes() -> int:
+    """This process's peak resident memory. On Linux, the high-water mark of its own address
+    space (VmHWM): ru_maxrss also counts the parent's memory at the fork before exec."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return r if sys.platform == "darwin" else r * 1024
 
 
 def run_bench(path, prompt: int = 512, gen: int = 128, threads: int | None = None, repeats: int = 3,
-              seed: int = 0, context: int = 4096) -> dict:
+              seed: int = 0, context: int = 4096, memory=None, routing_trace=None) -> dict:
+    from . import planner
     from .kernels import dot
     from .model import load
 
     t_start = time.perf_counter()
-    model = load(path, context=max(context, prompt + gen), threads=threads)
+    model = load(path, context=max(context, prompt + gen), threads=threads, memory=memory)
     files = model.files
+    if routing_trace is not None:
+        from .routing_trace import concatenated, load_trace
+        model.force_routing(*concatenated(load_trace(routing_trace)))
+    cache = model.expert_cache
     vocab = model.config.vocab_size
     rng = np.random.default_rng(seed)
     ids = [int(t) for t in rng.integers(0, min(vocab, 199998), prompt)]
@@ -69,6 +83,7 @@ def run_bench(path, prompt: int = 512, gen: int = 128, threads: int | None = Non
     ttft_cold = time.perf_counter() - t_start
 
     prefill, decode, ttft = [], [], []
+    hits = misses = disk = 0
     for _ in range(repeats):
         model.reset()
         t0 = time.perf_counter()
@@ -78,15 +93,28 @@ def run_bench(path, prompt: int = 512, gen: int = 128, threads: int | None = Non
         prefill.append(prompt / (t1 - t0))
         ttft.append(t1 - t0)
         if gen:
+            if cache is not None:
+                cache.reset_counters()
             t2 = time.perf_counter()
             for _ in range(gen):
                 tok = int(np.argmax(model.step(tok)))
             decode.append(gen / (time.perf_counter() - t2))
+            if cache is not None:
+                hits, misses, disk = hits + cache.hits, misses + cache.misses, disk + cache.bytes_read
 
     rss = peak_rss_bytes()  # before the bandwidth sweep allocates its buffer
-    bw = read_bandwidth(threads=model.threads)
+    plan = model.plan
+    # under a budget, a sweep buffer that still dwarfs the caches but not the budget
+    bw = read_bandwidth(nbytes=(1 << 30) if memory is None else (256 << 20), threads=model.threads)
     bpt = decode_bytes_per_token(files)
     dec = statistics.median(decode) if decode else float("nan")
+    streamed = {}
+    if cache is not None:
+        planner.predict(plan, bw, planner.measure_disk_bandwidth(files))
+        streamed = {"expert_hit_rate": hits / max(1, hits + misses),
+                    "disk_bytes_per_token": disk / max(1, gen * repeats),
+                    "disk_bandwidth_bytes_per_s": plan.disk_bandwidth, "io_mode": cache.io_mode,
+                    "predicted_decode_tokens_per_s": plan.predicted_tokens_per_s}
     return {
         "model": str(files.path), "preset": files.preset, "threads": model.threads,
         "kernels": f"{dot.BACKEND}" + (f"/{dot.simd_variant_name()}" if dot.BACKEND == "c" else ""),
@@ -98,6 +126,9 @@ def run_bench(path, prompt: int = 512, gen: int = 128, threads: int | None = Non
         "peak_rss_bytes": rss, "model_bytes": files.manifest["weights_bytes"],
         "bytes_per_token": bpt, "bandwidth_bytes_per_s": bw,
         "roofline_tokens_per_s": bw / bpt, "roofline_fraction": dec * bpt / bw,
+        "memory_budget_bytes": plan.budget, "memory_plan": plan.verdict, "expert_slots_per_layer":
+        plan.slots_per_layer, "routing_trace": None if routing_trace is None else str(routing_trace),
+        **streamed,
     }
 
 
@@ -113,12 +144,16 @@ def format_report(r: dict) -> str:
         f"{r['bandwidth_bytes_per_s'] / gb:.1f} GB/s -> roofline {r['roofline_tokens_per_s']:.2f} tok/s; "
         f"decode at {100 * r['roofline_fraction']:.0f}% of it",
         f"peak RSS {r['peak_rss_bytes'] / gb:.2f} GB (model {r['model_bytes'] / gb:.2f} GB, mapped; "
-        f"{r['context']}-token KV cache)",
-    ])
+        f"{r['context']}-token KV cache); budget {r['memory_budget_bytes'] / gb:.2f} GB: {r['memory_plan']}",
+    ] + ([
+        f"expert cache {r['expert_slots_per_layer']} slots/layer: decode hit rate {r['expert_hit_rate']:.3f}, "
+        f"{r['disk_bytes_per_token'] / 1e6:.0f} MB/token from disk ({r['io_mode']}, "
+        f"{r['disk_bandwidth_bytes_per_s'] / gb:.2f} GB/s); plan predicted {r['predicted_decode_tokens_per_s']:.2f} "
+        "tok/s"] if "expert_hit_rate" in r else []))
 
 
 def main_bench(args) -> int:
     r = run_bench(args.model, prompt=args.prompt, gen=args.gen, threads=args.threads, repeats=args.repeats,
-                  context=args.context)
+                  context=args.context, memory=args.memory, routing_trace=args.routing_trace)
     print(json.dumps(r) if args.json else format_report(r))
     return 0

@@ -10,7 +10,15 @@ from pathlib import Path
 
 def _add_runtime_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="worker threads (default: physical cores)")
-    p.add_argument("--context", type=int, default=4096, help="initial KV-cache size in tokens (grows on demand)")
+    p.add_argument("--context", type=int, default=4096,
+                   help="KV-cache size in tokens (grows on demand when everything fits in memory)")
+    _add_memory_arg(p)
+
+
+def _add_memory_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--memory", default=None, metavar="SIZE",
+                   help="memory budget for the whole process, e.g. 8G (default: what this machine can "
+                        "spare); experts that do not fit stream from disk")
 
 
 def _add_sampling_args(p: argparse.ArgumentParser, temperature: float) -> None:
@@ -55,7 +63,7 @@ class TextStream:
 
 def cmd_generate(a) -> int:
     from .model import load
-    model = load(a.model, context=a.context, threads=a.threads)
+    model = load(a.model, context=a.context, threads=a.threads, memory=a.memory)
     enc = model.tokenizer
     if a.ids or enc is None:
         try:
@@ -89,7 +97,7 @@ def cmd_generate(a) -> int:
 def cmd_chat(a) -> int:
     from .chat import Chat
     from .model import load
-    model = load(a.model, context=a.context, threads=a.threads)
+    model = load(a.model, context=a.context, threads=a.threads, memory=a.memory)
     chat = Chat(model, reasoning=a.reasoning, instructions=a.instructions)
     interactive = sys.stdin.isatty()
     if interactive:
@@ -117,6 +125,11 @@ def cmd_chat(a) -> int:
     return 0
 
 
+def cmd_plan(a) -> int:
+    from .plan_cli import main_plan
+    return main_plan(a)
+
+
 def cmd_bench(a) -> int:
     from .bench import main_bench
     return main_bench(a)
@@ -124,7 +137,7 @@ def cmd_bench(a) -> int:
 
 def cmd_demo(a) -> int:
     from .demo import run_demo
-    return run_demo(a.dir, threads=a.threads)
+    return run_demo(a.dir, threads=a.threads, memory=a.memory)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -173,12 +186,27 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--threads", type=int, default=None)
     b.add_argument("--context", type=int, default=4096,
                    help="KV-cache size in tokens, as a default run has (default 4096)")
+    b.add_argument("--routing-trace", default=None, metavar="FILE.npz",
+                   help="force each token's experts from a recorded trace (real compute and reads)")
+    _add_memory_arg(b)
     b.add_argument("--json", action="store_true", help="print one JSON object")
     b.set_defaults(func=cmd_bench)
+
+    pl = sub.add_parser("plan", help="say, before loading, whether and how a model fits a memory budget")
+    pl.add_argument("model")
+    _add_memory_arg(pl)
+    pl.add_argument("--context", type=int, default=4096, help="KV-cache size in tokens (default 4096)")
+    pl.add_argument("--simulate", default=None, metavar="TRACE.npz",
+                    help="replay a routing trace through each eviction policy and Belady's optimum")
+    pl.add_argument("--no-measure", action="store_true",
+                    help="skip measuring memory and disk bandwidth (no speed prediction)")
+    pl.add_argument("--json", action="store_true", help="print one JSON object")
+    pl.set_defaults(func=cmd_plan)
 
     d = sub.add_parser("demo", help="make a tiny random-weight model and run it (no download; its text is noise)")
     d.add_argument("--dir", type=Path, default=None, help="where to keep the demo model")
     d.add_argument("--threads", type=int, default=None)
+    _add_memory_arg(d)
     d.set_defaults(func=cmd_demo)
     return p
 

@@ -33,7 +33,7 @@ def find_tokenizer_dir() -> Path | None:
         return None
 
 
-def run_demo(directory: Path | None = None, threads: int | None = None) -> int:
+def run_demo(directory: Path | None = None, threads: int | None = None, memory=None) -> int:
     from .chat import Chat
     from .convert import convert
     from .info import describe
@@ -52,7 +52,7 @@ def run_demo(directory: Path | None = None, threads: int | None = None) -> int:
             make_checkpoint(hf_dir, preset="tiny", seed=0, tokenizer_dir=tok if tok else False)
         convert(str(hf_dir), model_dir, preset="q8", force=True, no_tokenizer=tok is None)
     print(describe(model_dir))
-    model = load(model_dir, threads=threads)
+    model = load(model_dir, threads=threads, memory=memory)
     print("\nThe weights are random: the text below is noise. For the real model:\n"
           "  edgeoss convert openai/gpt-oss-20b ~/models/gpt-oss-20b && edgeoss chat ~/models/gpt-oss-20b\n")
     enc = model.tokenizer

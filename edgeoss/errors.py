@@ -7,7 +7,9 @@ from .convert.checkpoint import CheckpointError
 from .convert.vocab import VocabError
 from .format import FormatError
 from .hub import HubError
+from .planner import MemoryBudgetError
+from .routing_trace import TraceError
 from .safetensors_io import SafetensorsError
 
 USER_ERRORS = (ConfigError, ConvertError, CheckpointError, VocabError, FormatError, HubError,
-               SafetensorsError, FileExistsError, FileNotFoundError, PermissionError, ValueError)
+               SafetensorsError, MemoryBudgetError, TraceError, FileExistsError, FileNotFoundError, PermissionError, ValueError)

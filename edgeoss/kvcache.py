@@ -37,9 +37,10 @@ class LayerCache:
 class KVCache:
     """All layers' caches plus the tokens they hold (for reusing a shared prompt prefix)."""
 
-    def __init__(self, cfg: GptOssConfig, capacity: int):
+    def __init__(self, cfg: GptOssConfig, capacity: int, limit: int | None = None):
         self.cfg = cfg
         self.max_positions = cfg.max_position_embeddings
+        self.limit = limit  # positions a memory plan made room for (None: grow up to the model's limit)
         self.layers = [LayerCache(cfg, cfg.is_sliding(i), capacity) for i in range(cfg.num_hidden_layers)]
         self.tokens: list[int] = []
 
@@ -59,6 +60,9 @@ class KVCache:
     def reserve(self, n_positions: int) -> None:
         if n_positions > self.max_positions:
             raise ValueError(f"context of {n_positions} tokens exceeds the model's limit of {self.max_positions}")
+        if self.limit is not None and n_positions > self.limit:
+            raise ValueError(f"context of {n_positions} tokens exceeds the {self.limit} the memory plan made room "
+                             "for: load the model with a larger --context (and, if needed, --memory)")
         for layer in self.layers:
             layer.reserve(n_positions)
 

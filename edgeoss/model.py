@@ -45,14 +45,42 @@ class Matrix:
             loops.q8x_matmul(kind, self.arrays["qs"], self.arrays["scales"].view(np.uint16), xq, xd, out)
         return out
 
-    def rows_f32(self, ids: np.ndarray, out: np.ndarray) -> np.ndarray:
-        """Dequantized rows `ids` (the embedding lookup) into out float32 [len(ids), cols]."""
+
+class FileRows:
+    """Rows of a stored matrix read from the file on demand (os.preadv into reused buffers), not
+    mapped: the embedding is 0.6 GB of which a prompt touches a few rows, and rows read this way
+    live in the page cache, never in the process's resident memory."""
+
+    def __init__(self, files: fmt.ModelFiles, name: str):
+        t = files.tensors[name]
+        self.kind, self.shape = t["type"], t["shape"]
+        self.parts = {k: (p["offset"], p["nbytes"] // self.shape[0], fmt.DTYPES[p["dtype"]], p["shape"][1:])
+                      for k, p in t["parts"].items()}
+        self.fd = os.open(files.weights_path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+
+    def __del__(self):
+        fd, self.fd = getattr(self, "fd", -1), -1
+        if fd >= 0:
+            os.close(fd)
+
+    def rows_f32(self, ids: np.ndarray, out: np.ndarray, buf: "Buffers") -> np.ndarray:
+        """Dequantized rows `ids` into out float32 [len(ids), cols]."""
+        n = ids.shape[0]
+        got = {}
+        for part, (off, row_bytes, dtype, shape) in self.parts.items():
+            a = got[part] = buf.get("rows_" + part, (n,) + tuple(shape), dtype)
+            raw = a.reshape(n, -1).view(np.uint8)
+            for i in range(n):
+                view = memoryview(raw[i])
+                if os.preadv(self.fd, [view], off + int(ids[i]) * row_bytes) != row_bytes:
+                    raise OSError(f"short read of row {int(ids[i])} of the embedding: is the model file damaged?")
+        seq = buf.get("rows_ids", (n,), np.int64)
+        seq[:] = np.arange(n)
         if self.kind == "bf16":
-            loops.bf16_rows(self.arrays["data"], ids, out.view(np.uint32))
+            loops.bf16_rows(got["data"], seq, out.view(np.uint32))
         else:
             kind = loops.KIND_Q8 if self.kind == "q8" else loops.KIND_Q4
-            loops.dequant_rows(kind, self.arrays["qs"], self.arrays["scales"].view(np.uint16),
-                               loops.FP16_TO_F32, ids, out)
+            loops.dequant_rows(kind, got["qs"], got["scales"].view(np.uint16), loops.FP16_TO_F32, seq, out)
         return out
 
 
@@ -82,9 +110,39 @@ class Layer:
     mlp_norm: np.ndarray      # [H]
     router: Matrix            # [E, H] bf16
     router_bias: np.ndarray   # [E]
-    experts: np.ndarray       # uint8 [E, stride]: expert e's bytes are row e
+    experts: np.ndarray | None  # uint8 [E, stride]: expert e's bytes are row e (None: streamed)
     expert_offsets: np.ndarray  # int64 [6]: parts inside an expert (see loops.EXP_*)
     sliding: bool
+
+
+def work_arrays(cfg: GptOssConfig, T: int, buf: Buffers) -> dict[str, np.ndarray]:
+    """The work arrays of a forward chunk of T tokens, from `buf`."""
+    H, nh, nkv, hd = cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+    qd, kvd, k = cfg.q_dim, cfg.kv_dim, cfg.num_experts_per_tok
+    i8, i64 = np.int8, np.int64
+    shapes = {"x": ((T, H),), "h": ((T, H),), "hq": ((T, H), i8), "hd": ((T, H // 32),),
+              "qkv": ((T, qd + 2 * kvd),), "q": ((T, nh, hd),), "k": ((T, nkv, hd),), "v": ((T, nkv, hd),),
+              "attn": ((T, nh, hd),), "aq": ((T, qd), i8), "ad": ((T, qd // 32),), "o": ((T, H),),
+              "router": ((T, cfg.num_local_experts),), "idx": ((T, k), i64), "wts": ((T, k),)}
+    return {name: buf.get(name, *spec) for name, spec in shapes.items()}
+
+
+def work_bytes(cfg: GptOssConfig, T: int, context: int) -> int:
+    """Bytes of every work array a forward pass of up to T-token chunks keeps, for a context of
+    `context` positions (what the memory planner reserves as scratch): the chunk's arrays, the
+    attention and expert scratch, the embedding rows, one row of logits, RoPE tables and the
+    per-token routing record."""
+    arrays = list(work_arrays(cfg, T, Buffers()).values())
+    arrays += loops.attention_scratch(T, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim)
+    arrays += loops.moe_scratch(T, cfg.hidden_size, cfg.intermediate_size, cfg.num_local_experts,
+                                cfg.num_experts_per_tok)
+    n = sum(a.nbytes for a in arrays)
+    H, V = cfg.hidden_size, cfg.vocab_size
+    n += T * (H + H // 32 * 2 + 8) + T * H * 4       # embedding rows as stored (q8 at most) + ids
+    n += H * 4 * 2 + H + H // 32 * 4 + V * 4          # final norm, its quantized copy, the logits
+    n += 2 * max(context, 256) * (cfg.head_dim // 2) * 4 * 2  # cos/sin tables (grown by doubling)
+    n += context * cfg.num_hidden_layers * cfg.num_experts_per_tok * 8  # routing record
+    return n
 
 
 def default_threads() -> int:
@@ -100,8 +158,11 @@ def default_threads() -> int:
 class Model:
     """A loaded gpt-oss model: `logits(ids)` and `generate(ids, ...)`."""
 
-    def __init__(self, files: fmt.ModelFiles, context: int = 4096, threads: int | None = None):
+    def __init__(self, files: fmt.ModelFiles, context: int = 4096, threads: int | None = None,
+                 memory: int | str | None = None, plan=None):
         import numba
+
+        from . import planner
 
         self.files = files
         self.config: GptOssConfig = files.config
@@ -109,7 +170,15 @@ class Model:
         self.threads = min(threads or default_threads(), numba.config.NUMBA_NUM_THREADS)
         numba.set_num_threads(self.threads)
         cfg = self.config
-        self.embed = Matrix(*files.matrix("embed"))
+        context = min(context, cfg.max_position_embeddings)
+        # decide what stays in memory before anything is mapped: refuses below the floor
+        self.plan = plan or planner.make_plan(files, memory, context=context)
+        self.plan.require_fits()
+        self.expert_cache = None
+        if self.plan.streaming:
+            from .expert_cache import ExpertCache
+            self.expert_cache = ExpertCache(files, self.plan.slots_per_layer)
+        self.embed = FileRows(files, "embed")
         self.lm_head = Matrix(*files.matrix("lm_head"))
         self.norm = files.vector("norm")
         self.layers = []
@@ -121,7 +190,8 @@ class Model:
                 qkv_bias=files.vector(n["qkv_bias"]), o=Matrix(*files.matrix(n["o"])),
                 o_bias=files.vector(n["o_bias"]), sinks=files.vector(n["sinks"]),
                 mlp_norm=files.vector(n["mlp_norm"]), router=Matrix(*files.matrix(n["router"])),
-                router_bias=files.vector(n["router_bias"]), experts=files.experts(n["experts"]),
+                router_bias=files.vector(n["router_bias"]),
+                experts=None if self.expert_cache else files.experts(n["experts"]),
                 expert_offsets=np.array([offs[k] for k in ("gate_up_blocks", "gate_up_scales", "gate_up_bias",
                                                           "down_blocks", "down_scales", "down_bias")], np.int64),
                 sliding=cfg.is_sliding(i)))
@@ -131,11 +201,13 @@ class Model:
         inv_freq, self.rope_scale = yarn_inv_freq(cfg)
         self.inv_freq = np.array(inv_freq, np.float64)
         self._cos = self._sin = np.zeros((0, cfg.head_dim // 2), np.float32)
-        self.cache = KVCache(cfg, min(context, cfg.max_position_embeddings))
+        # a streaming plan has no room for the cache to grow past the context it was planned for
+        self.cache = KVCache(cfg, context, limit=context if self.plan.streaming else None)
         self._buf = Buffers()
         self._scratch_tokens = 0
         self._tokenizer = None
         self.last_routing = np.zeros((0, cfg.num_hidden_layers, cfg.num_experts_per_tok), np.int64)
+        self._forced = None  # (experts, weights, cursor): a routing trace replayed instead of the router
 
     # -- the forward pass -------------------------------------------------------------------
     def _rope_tables(self, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -186,23 +258,16 @@ class Model:
         cfg = self.config
         T, pos0 = ids.size, self.cache.length
         cos, sin = self._rope_tables(pos0 + T)
-        H, nh, nkv, hd = cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
-        qd, kvd, k = cfg.q_dim, cfg.kv_dim, cfg.num_experts_per_tok
-        scale = np.float32(1.0 / np.sqrt(hd))
+        H, qd, k = cfg.hidden_size, cfg.q_dim, cfg.num_experts_per_tok
+        scale = np.float32(1.0 / np.sqrt(cfg.head_dim))
         eps = cfg.rms_norm_eps
         B = self._buf
         att_scratch, moe_scratch = self._scratch(T)
 
-        x = self.embed.rows_f32(ids, B.get("x", (T, H)))    # the residual stream
-        h = B.get("h", (T, H))                                # normed input of a block
-        hq, hd_ = B.get("hq", (T, H), np.int8), B.get("hd", (T, H // 32))
-        qkv = B.get("qkv", (T, qd + 2 * kvd))
-        q, kk, v = B.get("q", (T, nh, hd)), B.get("k", (T, nkv, hd)), B.get("v", (T, nkv, hd))
-        attn = B.get("attn", (T, nh, hd))
-        aq, ad = B.get("aq", (T, qd), np.int8), B.get("ad", (T, qd // 32))
-        o = B.get("o", (T, H))
-        router_logits = B.get("router", (T, cfg.num_local_experts))
-        idx, wts = B.get("idx", (T, k), np.int64), B.get("wts", (T, k))
+        w = work_arrays(cfg, T, B)
+        x, h, hq, hd_, qkv, q, kk, v, attn, aq, ad, o, router_logits, idx, wts = w.values()
+        self.embed.rows_f32(ids, x, B)   # x: the residual stream; h: the normed input of a block
+        forced = self._forced_rows(T)
         for li, (layer, lc) in enumerate(zip(self.layers, self.cache.layers)):
             # attention block
             loops.f32_rmsnorm(x, layer.attn_norm, eps, h)
@@ -215,13 +280,20 @@ class Model:
             loops.add_bias_residual(o, layer.o_bias, x)
             # mixture-of-experts block
             loops.f32_rmsnorm(x, layer.mlp_norm, eps, h)
-            layer.router.apply(h, router_logits)
-            loops.add_bias(router_logits, layer.router_bias)
-            loops.route_topk(router_logits, k, idx, wts)
+            if forced is None:
+                layer.router.apply(h, router_logits)
+                loops.add_bias(router_logits, layer.router_bias)
+                loops.route_topk(router_logits, k, idx, wts)
+            else:
+                idx[:], wts[:] = forced[0][:, li], forced[1][:, li]
             routing[:, li] = idx
-            loops.moe(h, idx, wts, layer.experts, self.all_experts, layer.expert_offsets, H,
-                      cfg.intermediate_size, self.expert_acts_q8, cfg.swiglu_limit, cfg.swiglu_alpha, x,
-                      *moe_scratch)
+            if self.expert_cache is None:
+                loops.moe(h, idx, wts, layer.experts, self.all_experts, layer.expert_offsets, H,
+                          cfg.intermediate_size, self.expert_acts_q8, cfg.swiglu_limit, cfg.swiglu_alpha, x,
+                          *moe_scratch)
+            else:
+                self.expert_cache.run_layer(li, h, idx, wts, self.expert_acts_q8, cfg.swiglu_limit,
+                                            cfg.swiglu_alpha, x, moe_scratch)
         self.cache.tokens.extend(ids.tolist())
         if logits == "none":
             return None
@@ -241,6 +313,32 @@ class Model:
         ids[0] = token
         self.last_routing = self._buf.get("step_routing", (1,) + self.last_routing.shape[1:], np.int64)
         return self._forward_chunk(ids, self.last_routing, "last")[0]
+
+    def force_routing(self, experts: np.ndarray | None, weights: np.ndarray | None = None) -> None:
+        """Replay a routing trace instead of the router: token i of the stream run from now on
+        uses experts[i % n] (int [n, layers, k]) with weights[i % n] (default: equal), while the
+        experts are still really read and computed. None restores the router."""
+        if experts is None:
+            self._forced = None
+            return
+        cfg = self.config
+        experts = np.asarray(experts).astype(np.int64)
+        want = (cfg.num_hidden_layers, cfg.num_experts_per_tok)
+        if experts.ndim != 3 or experts.shape[1:] != want:
+            raise ValueError(f"a routing trace for this model is [tokens, {want[0]}, {want[1]}]; got {experts.shape}")
+        if experts.min() < 0 or experts.max() >= cfg.num_local_experts:
+            raise ValueError(f"routing trace names experts outside [0, {cfg.num_local_experts})")
+        if weights is None:
+            weights = np.full(experts.shape, 1.0 / experts.shape[2], np.float32)
+        self._forced = [experts, np.asarray(weights, np.float32), 0]
+
+    def _forced_rows(self, T: int):
+        if self._forced is None:
+            return None
+        ex, wt, c = self._forced
+        rows = (c + np.arange(T)) % ex.shape[0]
+        self._forced[2] = int(rows[-1] + 1)
+        return ex[rows], wt[rows]
 
     # -- public API ---------------------------------------------------------------------------
     def reset(self) -> None:
@@ -293,6 +391,10 @@ class Model:
         return self._tokenizer
 
 
-def load(path: str | os.PathLike, context: int = 4096, threads: int | None = None) -> Model:
-    """Open a converted model directory (see `edgeoss convert`)."""
-    return Model(fmt.ModelFiles(path), context=context, threads=threads)
+def load(path: str | os.PathLike, context: int = 4096, threads: int | None = None,
+         memory: int | str | None = None) -> Model:
+    """Open a converted model directory (see `edgeoss convert`) within a memory budget: bytes or
+    a size such as "8G" for the whole process (default: what this machine can spare). Experts
+    that do not fit stream from disk; below the smallest budget that can run the model, this
+    raises planner.MemoryBudgetError saying what that budget is."""
+    return Model(fmt.ModelFiles(path), context=context, threads=threads, memory=memory)

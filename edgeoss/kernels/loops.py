@@ -415,32 +415,38 @@ def swiglu_rows(gu, blob, slot_of, offs, expert_of, I, limit, alpha, out, bits):
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def _combine(y, row_of, idx, wts, blob, slot_of, offs, out):
-    """out[t] += sum over t's experts s of wts[t, s] * (y[row of (t, s)] + that expert's down bias)."""
+def _add_down_bias(y, expert_of, blob, slot_of, offs):
+    """y[r] += the down bias of row r's expert."""
+    H = y.shape[1]
+    o = offs[EXP_DOWN_BIAS]
+    for r in prange(y.shape[0]):
+        bias = blob[slot_of[expert_of[r]], o:o + 4 * H].view(np.float32)
+        for i in range(H):
+            y[r, i] += bias[i]
+
+
+@njit(parallel=True, cache=True, nogil=True)
+def moe_combine(y, row_of, idx, wts, out):
+    """out[t] += sum over t's experts s of wts[t, s] * y[row of (t, s)], in s order (so the sum
+    is the same however the experts were computed)."""
     T, k = idx.shape
     H = out.shape[1]
-    o = offs[EXP_DOWN_BIAS]
     for t in prange(T):
         for s in range(k):
             r = row_of[t * k + s]
-            bias = blob[slot_of[idx[t, s]], o:o + 4 * H].view(np.float32)
             w = wts[t, s]
             for i in range(H):
-                out[t, i] += w * (y[r, i] + bias[i])
+                out[t, i] += w * y[r, i]
 
 
 @njit(cache=True, nogil=True)
-def moe(h, idx, wts, blob, slot_of, offs, H, I, use_q8, limit, alpha, out,
-        xe, xq, xd, gu, act, aq, ad, y, row_of, expert_of, start, gexp, nxt, bits):
-    """out[T, H] += sum over each token's experts of weight * expert(h[t]).
-
-    The (token, expert) pairs are sorted by expert, so each active expert's weights are
-    streamed once per call however many tokens use it (a GEMM over its group of rows, not
-    repeated GEMVs), and each of the two matrices runs for all experts in one parallel loop.
-    Expert e's bytes are row slot_of[e] of blob [slots, stride]; offs gives the six parts'
-    offsets inside it. xe..bits are work buffers from `moe_scratch` (no allocation here)."""
+def moe_route(h, idx, order, use_q8, xe, xq, xd, row_of, expert_of, start, gexp, nxt):
+    """Sort the (token, expert) pairs of idx [T, k] into one group of rows per active expert,
+    groups in the order experts appear in `order` (a permutation of all experts): group g is
+    expert gexp[g], rows start[g]:start[g+1] of xe (a copy of h[t] per pair; quantized into
+    xq, xd when use_q8); row_of[t * k + s] is pair (t, s)'s row. Returns the group count."""
     T, k = idx.shape
-    E = slot_of.shape[0]
+    E = order.shape[0]
     n = T * k
     nxt[:] = 0
     for t in range(T):
@@ -448,7 +454,8 @@ def moe(h, idx, wts, blob, slot_of, offs, H, I, use_q8, limit, alpha, out,
             nxt[idx[t, s]] += 1
     ngroups = 0
     start[0] = 0
-    for e in range(E):
+    for i in range(E):
+        e = order[i]
         if nxt[e] > 0:
             gexp[ngroups] = e
             start[ngroups + 1] = start[ngroups] + nxt[e]
@@ -464,14 +471,44 @@ def moe(h, idx, wts, blob, slot_of, offs, H, I, use_q8, limit, alpha, out,
             xe[r] = h[t]
     if use_q8:
         _quantize_rows(xe[:n], xq[:n], xd[:n])
-    _experts_matmul(EXP_GU_BLOCKS, EXP_GU_SCALES, 2 * I, H // 32, use_q8, blob, slot_of, offs, gexp, start,
-                    ngroups, xe, xq, xd, gu)
-    swiglu_rows(gu[:n], blob, slot_of, offs, expert_of, I, limit, alpha, act, bits)
+    return ngroups
+
+
+@njit(cache=True, nogil=True)
+def moe_experts(g0, g1, blob, slot_of, offs, H, I, use_q8, limit, alpha, xe, xq, xd, gu, act, aq, ad, y,
+                expert_of, start, gexp, bits):
+    """Groups g0:g1 of `moe_route` through their experts (gate_up, activation, down, down bias)
+    into their rows of y. Expert e's bytes are row slot_of[e] of blob [slots, stride]; offs
+    gives the six parts' offsets inside it. Each matrix of all the groups' experts runs in one
+    parallel loop; every row's result is the same whichever groups are computed together."""
+    if g1 <= g0:
+        return
+    r0, r1 = start[g0], start[g1]
+    _experts_matmul(EXP_GU_BLOCKS, EXP_GU_SCALES, 2 * I, H // 32, use_q8, blob, slot_of, offs, gexp[g0:g1],
+                    start[g0:g1 + 1], g1 - g0, xe, xq, xd, gu)
+    swiglu_rows(gu[r0:r1], blob, slot_of, offs, expert_of[r0:r1], I, limit, alpha, act[r0:r1], bits[r0:r1])
     if use_q8:
-        _quantize_rows(act[:n], aq[:n], ad[:n])
-    _experts_matmul(EXP_DOWN_BLOCKS, EXP_DOWN_SCALES, H, I // 32, use_q8, blob, slot_of, offs, gexp, start,
-                    ngroups, act, aq, ad, y)
-    _combine(y, row_of, idx, wts, blob, slot_of, offs, out)
+        _quantize_rows(act[r0:r1], aq[r0:r1], ad[r0:r1])
+    _experts_matmul(EXP_DOWN_BLOCKS, EXP_DOWN_SCALES, H, I // 32, use_q8, blob, slot_of, offs, gexp[g0:g1],
+                    start[g0:g1 + 1], g1 - g0, act, aq, ad, y)
+    _add_down_bias(y[r0:r1], expert_of[r0:r1], blob, slot_of, offs)
+
+
+@njit(cache=True, nogil=True)
+def moe(h, idx, wts, blob, slot_of, offs, H, I, use_q8, limit, alpha, out,
+        xe, xq, xd, gu, act, aq, ad, y, row_of, expert_of, start, gexp, nxt, bits):
+    """out[T, H] += sum over each token's experts of weight * expert(h[t]), every expert in
+    blob (see `moe_experts`); xe..bits are work buffers from `moe_scratch`.
+
+    The (token, expert) pairs are sorted by expert, so each active expert's weights are
+    streamed once per call however many tokens use it (a GEMM over its group of rows, not
+    repeated GEMVs). The expert cache calls the three steps itself, computing the experts it
+    holds while it reads the others."""
+    ngroups = moe_route(h, idx, np.arange(slot_of.shape[0]), use_q8, xe, xq, xd, row_of, expert_of, start,
+                        gexp, nxt)
+    moe_experts(0, ngroups, blob, slot_of, offs, H, I, use_q8, limit, alpha, xe, xq, xd, gu, act, aq, ad, y,
+                expert_of, start, gexp, bits)
+    moe_combine(y, row_of, idx, wts, out)
 
 
 # -- sampling -------------------------------------------------------------------------------

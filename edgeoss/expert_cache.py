@@ -1,0 +1,184 @@
+"""Experts streamed from disk through a fixed pool of cache slots (the memory planner's
+streaming mode).
+
+The pool is allocated once: `slots` experts per layer, each slot one expert's aligned byte
+range, so a miss is one contiguous read straight into its slot (docs/FORMAT.md lays every
+expert out for this). Reads use O_DIRECT where the file system allows it, so the page cache
+does not keep a second copy of what the pool already holds; elsewhere they drop the pages they
+read (posix_fadvise) or ask for no caching (macOS F_NOCACHE). They run on I/O threads (os.preadv
+releases the GIL) in 2 MiB pieces, several in flight, while the layer's cached experts are
+computed: a layer's misses are requested the moment its router has run.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from . import cache_policy as cp
+from . import format as fmt
+from .kernels import loops
+
+READ_PIECE = 2 << 20   # bytes per read request: several per expert keep the disk's queue full
+IO_THREADS = 8
+
+
+def open_uncached(path) -> tuple[int, str]:
+    """A read-only descriptor whose reads bypass (or do not linger in) the page cache, and how:
+    "direct" (O_DIRECT), "nocache" (macOS F_NOCACHE) or "fadvise" (pages dropped after reads)."""
+    flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
+    if hasattr(os, "O_DIRECT"):
+        try:
+            fd = os.open(path, flags | os.O_DIRECT)
+        except OSError:
+            fd = -1
+        if fd >= 0:
+            probe = mmap.mmap(-1, mmap.PAGESIZE)
+            try:
+                os.preadv(fd, [probe], 0)  # some file systems accept the flag but refuse the reads
+                return fd, "direct"
+            except OSError:
+                os.close(fd)
+            finally:
+                probe.close()
+    fd = os.open(path, flags)
+    if sys.platform == "darwin":
+        import fcntl
+        fcntl.fcntl(fd, 48, 1)  # F_NOCACHE
+        return fd, "nocache"
+    return fd, "fadvise"
+
+
+class ExpertCache:
+    """Every layer's experts behind `slots` cache slots per layer.
+
+    `run_layer` is the MoE block of one layer: it looks the layer's experts up, starts reading
+    the missing ones into slots freed by the eviction policy, computes the cached ones meanwhile,
+    then the rest as they arrive. Counters: hits, misses (one per expert per step: a decoded
+    token, or a prompt chunk) and bytes_read."""
+
+    def __init__(self, files: fmt.ModelFiles, slots: int, policy: str = cp.DEFAULT_POLICY,
+                 halflife: float = cp.DEFAULT_HALFLIFE, io_threads: int = IO_THREADS):
+        cfg = files.config
+        self.config = cfg
+        names = [fmt.layer_tensor_names(i)["experts"] for i in range(cfg.num_hidden_layers)]
+        t = files.tensors[names[0]]
+        self.num_experts, self.stride = t["count"], t["stride"]
+        if not cfg.num_experts_per_tok <= slots <= self.num_experts:
+            raise ValueError(f"expert cache slots per layer must be in [{cfg.num_experts_per_tok}, "
+                             f"{self.num_experts}]; got {slots}")
+        self.slots = slots
+        self.offsets = [files.tensors[n]["offset"] for n in names]
+        parts = files.expert_part_offsets(names[0])
+        self.part_offsets = np.array([parts[k] for k in ("gate_up_blocks", "gate_up_scales", "gate_up_bias",
+                                                         "down_blocks", "down_scales", "down_bias")], np.int64)
+        self.policy = cp.POLICIES[policy]
+        self.decay = cp.decay_of(halflife)
+        L = cfg.num_hidden_layers
+        # anonymous mapping: page-aligned (O_DIRECT needs it), zero pages until first read
+        self._mem = mmap.mmap(-1, L * slots * self.stride)
+        self.pool = np.frombuffer(self._mem, np.uint8).reshape(L, slots, self.stride)
+        self.states = [cp.new_state(self.num_experts, slots) for _ in range(L)]
+        self.clock = np.zeros(L, np.int64)
+        self._pinned = np.zeros(self.num_experts, np.bool_)
+        self._placed = np.empty(self.num_experts, np.int64)
+        self.fd, self.io_mode = open_uncached(files.weights_path)
+        self._io = ThreadPoolExecutor(io_threads, thread_name_prefix="edgeoss-io")
+        self.hits = self.misses = self.bytes_read = 0
+
+    @property
+    def nbytes(self) -> int:
+        return self.pool.nbytes
+
+    def reset_counters(self) -> None:
+        self.hits = self.misses = self.bytes_read = 0
+
+    def close(self) -> None:
+        self._io.shutdown(wait=True)
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    # -- reads ------------------------------------------------------------------------------
+    def _read_piece(self, buf: memoryview, offset: int) -> None:
+        done = 0
+        while done < len(buf):
+            n = os.preadv(self.fd, [buf[done:]], offset + done)
+            if n <= 0:
+                raise OSError(f"short read of the model file at byte {offset + done}: was it truncated?")
+            done += n
+        if self.io_mode == "fadvise":
+            os.posix_fadvise(self.fd, offset, len(buf), os.POSIX_FADV_DONTNEED)
+
+    def _start_read(self, layer: int, expert: int, slot: int) -> list:
+        view = memoryview(self._mem)[(layer * self.slots + slot) * self.stride:][:self.stride]
+        src = self.offsets[layer] + expert * self.stride
+        self.bytes_read += self.stride
+        return [self._io.submit(self._read_piece, view[o:o + READ_PIECE], src + o)
+                for o in range(0, self.stride, READ_PIECE)]
+
+    # -- one layer's MoE block ------------------------------------------------------------------
+    def run_layer(self, li: int, h, idx, wts, use_q8: bool, limit, alpha, out, scratch) -> None:
+        """out += the MoE block of layer li for tokens h [T, H] routed to idx/wts [T, k]."""
+        slot_of, owner, last, crf, _ = self.states[li]
+        E = self.num_experts
+        counts = np.bincount(idx.ravel(), minlength=E)
+        needed = np.flatnonzero(counts)
+        cached = slot_of[needed] >= 0
+        hits, missing = needed[cached], needed[~cached]
+        self.hits += hits.size
+        self.misses += missing.size
+        order = np.concatenate([hits, missing, np.flatnonzero(counts == 0)])
+        now = float(self.clock[li])
+        self.clock[li] += 1
+        pinned = self._pinned
+        pinned[needed] = True
+        (xe, xq, xd, gu, act, aq, ad, y, row_of, expert_of, start, gexp, nxt, bits) = scratch
+        cfg = self.config
+        H, I = cfg.hidden_size, cfg.intermediate_size
+        blob = self.pool[li]
+        ngroups = loops.moe_route(h, idx, order, use_q8, xe, xq, xd, row_of, expert_of, start, gexp, nxt)
+        done, ready, next_miss = 0, hits.size, 0   # groups [0, ready) are in their slots
+        inflight: list = []
+        try:
+            while done < ngroups:
+                if next_miss < missing.size:  # give free slots to the next misses, start reading
+                    got = cp.place(missing[next_miss:], missing.size - next_miss, pinned, slot_of, owner, last,
+                                   crf, now, self.policy, self.decay, self._placed)
+                    for i in range(got):
+                        e = int(missing[next_miss + i])
+                        inflight.append((e, self._start_read(li, e, int(self._placed[i]))))
+                    next_miss += got
+                if done < ready:  # compute what is in its slots while the reads run
+                    loops.moe_experts(done, ready, blob, slot_of, self.part_offsets, H, I, use_q8, limit, alpha,
+                                      xe, xq, xd, gu, act, aq, ad, y, expert_of, start, gexp, bits)
+                    pinned[gexp[done:ready]] = False
+                    done = ready
+                else:
+                    for e, futures in inflight:
+                        for f in futures:
+                            f.result()
+                    ready += len(inflight)
+                    inflight = []
+        except BaseException:
+            # a failed or interrupted read leaves its slot's bytes unknown: forget those experts
+            for e, futures in inflight:
+                for f in futures:
+                    f.cancel()
+                for f in futures:
+                    try:
+                        f.result()
+                    except BaseException:
+                        pass
+                s = slot_of[e]
+                if s >= 0:
+                    owner[s] = -1
+                    slot_of[e] = -1
+            pinned[:] = False
+            raise
+        cp.touch(needed, counts[needed].astype(np.float64), needed.size, now, last, crf, self.decay)
+        loops.moe_combine(y, row_of, idx, wts, out)

@@ -98,10 +98,15 @@ class ExpertCache:
         self.hits = self.misses = self.bytes_read = 0
 
     def close(self) -> None:
-        self._io.shutdown(wait=True)
-        if self.fd >= 0:
+        """Stop the I/O threads and close the file (also done when the cache is collected)."""
+        io = getattr(self, "_io", None)
+        if io is not None:
+            io.shutdown(wait=True)
+        if getattr(self, "fd", -1) >= 0:
             os.close(self.fd)
             self.fd = -1
+
+    __del__ = close
 
     # -- reads ------------------------------------------------------------------------------
     def _read_piece(self, buf: memoryview, offset: int) -> None:

@@ -22,7 +22,7 @@
  *    of weights is decoded once in registers and used for all TT tokens.
  *  - Without VNNI, q8 weights use the sign trick (|w| x sign(x, w)) since
  *    w + 128 could saturate vpmaddubsw; activations must be in [-127, 127].
- * With VNNI, mxfp4 and q4 weights and >= EO512_BMIN tokens go through the
+ * With VNNI, every weight kind with >= EO512_BMIN tokens goes through the
  * "block per lane" path below instead (bmatmul: 16 blocks transposed so that
  * vpdpbusd accumulates each block in its own lane, no tree; tiles of 2 rows x
  * 8 tokens), which computes the same float operations in the same order, so
@@ -597,8 +597,10 @@ EO_TI void EO_S(bgroup)(int kind, int RT, int TT, int full, int perm, const uint
                          const EO_S(eo512_bprep) *P, __m512 *facc)
 {
     const __m512i m0f = _mm512_set1_epi8(0x0F);
+    const __m512i x80 = _mm512_set1_epi8((char)0x80);
     const __m512i lut = _mm512_broadcast_i32x4(
         _mm_setr_epi8(12, 13, 14, 15, 16, 18, 20, 24, 12, 11, 10, 9, 8, 6, 4, 0));
+    const int64_t bpb = kind == 1 ? 32 : 16; /* weight bytes per block */
     __m512i acc[EO512_BRT][EO512_BTT];
     int t, r, h, jj, m;
     EO_UNROLL
@@ -611,22 +613,45 @@ EO_TI void EO_S(bgroup)(int kind, int RT, int TT, int full, int perm, const uint
     /* the transpose in two halves (dwords 0, 1 then 2, 3): fewer registers live */
     EO_UNROLL
     for (h = 0; h < 2; h++) {
-        __m512i z[EO512_BRT][2];
+        __m512i z[EO512_BRT][2], zh[EO512_BRT][2];
         EO_UNROLL
         for (r = 0; r < RT; r++) {
-            const uint8_t *wb = w + r * wstride + g * 16;
+            const uint8_t *wb = w + r * wstride + g * bpb;
             __m512i wv[4], a, c;
 #if EO_PF
             if (h == 0 && full)
-                for (m = 0; m < 4; m++)
+                for (m = 0; m < bpb / 4; m++)
                     EO_PREFETCH(wb + EO_PF + 64 * m);
 #endif
-            EO_UNROLL
-            for (m = 0; m < 4; m++) {
-                if (full)
-                    wv[m] = _mm512_loadu_si512((const void *)(wb + 64 * m));
-                else
-                    wv[m] = _mm512_maskz_loadu_epi8(wm[m], wb + 64 * m);
+            if (kind == 1) {
+                /* q8: blocks 4m..4m+3 are 128 bytes; their first halves (elements
+                 * 0..15) play the low nibbles, their second halves the high ones */
+                __m512i wh[4];
+                EO_UNROLL
+                for (m = 0; m < 4; m++) {
+                    __m512i w0, w1;
+                    if (full) {
+                        w0 = _mm512_loadu_si512((const void *)(wb + 128 * m));
+                        w1 = _mm512_loadu_si512((const void *)(wb + 128 * m + 64));
+                    } else {
+                        w0 = _mm512_maskz_loadu_epi8(wm[2 * m], wb + 128 * m);
+                        w1 = _mm512_maskz_loadu_epi8(wm[2 * m + 1], wb + 128 * m + 64);
+                    }
+                    wv[m] = _mm512_shuffle_i64x2(w0, w1, 0x88);
+                    wh[m] = _mm512_shuffle_i64x2(w0, w1, 0xDD);
+                }
+                a = h ? _mm512_unpackhi_epi32(wh[0], wh[1]) : _mm512_unpacklo_epi32(wh[0], wh[1]);
+                c = h ? _mm512_unpackhi_epi32(wh[2], wh[3]) : _mm512_unpacklo_epi32(wh[2], wh[3]);
+                zh[r][0] = _mm512_unpacklo_epi64(a, c);
+                zh[r][1] = _mm512_unpackhi_epi64(a, c);
+            } else {
+                EO_UNROLL
+                for (m = 0; m < 4; m++) {
+                    if (full)
+                        wv[m] = _mm512_loadu_si512((const void *)(wb + 64 * m));
+                    else
+                        wv[m] = _mm512_maskz_loadu_epi8(wm[m], wb + 64 * m);
+                }
             }
             a = h ? _mm512_unpackhi_epi32(wv[0], wv[1]) : _mm512_unpacklo_epi32(wv[0], wv[1]);
             c = h ? _mm512_unpackhi_epi32(wv[2], wv[3]) : _mm512_unpacklo_epi32(wv[2], wv[3]);
@@ -639,6 +664,11 @@ EO_TI void EO_S(bgroup)(int kind, int RT, int TT, int full, int perm, const uint
             __m512i lo[EO512_BRT], hi[EO512_BRT];
             EO_UNROLL
             for (r = 0; r < RT; r++) {
+                if (kind == 1) { /* signed bytes + 128: unsigned for vpdpbusd (ncorr takes 128 sum x back) */
+                    lo[r] = _mm512_xor_si512(z[r][jj], x80);
+                    hi[r] = _mm512_xor_si512(zh[r][jj], x80);
+                    continue;
+                }
 #if EO_VBMI
                 if (kind == 0) {
                     /* vpermb indexes 64 entries with bits 0..5: the 16-entry
@@ -710,7 +740,7 @@ EO_TI __m256 EO_S(hsum8)(const __m512 v[8])
 }
 
 /* RT rows (w, s at the chunk start, rows wstride / sstride bytes apart) x TT
- * prepared tokens (RT * TT <= 16), a chunk of nc blocks; kind 0 mxfp4, 2 q4. */
+ * prepared tokens (RT * TT <= 16), a chunk of nc blocks; kind 0 mxfp4, 1 q8, 2 q4. */
 EO_TI void EO_S(btile)(int kind, int RT, int TT, const uint8_t *w, int64_t wstride, const void *s,
                         int64_t sstride, int64_t nc, const __mmask64 *wm, __mmask16 sm, __m512i pidx,
                         __mmask16 pkeep, const EO_S(eo512_bprep) *P, float *out, int64_t out_stride, int accumulate)
@@ -780,9 +810,9 @@ EO_TI void EO_S(bmatmul)(int kind, const uint8_t *wq, const void *ws, int64_t nr
                           int64_t out_stride)
 {
     EO_S(eo512_bprep) P[EO512_BTT] __attribute__((aligned(64)));
-    const int64_t sbytes = kind == 0 ? 1 : 2;
-    const int64_t wstride = nb * 16, sstride = nb * sbytes;
-    const int c = kind == 0 ? 12 : 8;
+    const int64_t sbytes = kind == 0 ? 1 : 2, bpb = kind == 1 ? 32 : 16;
+    const int64_t wstride = nb * bpb, sstride = nb * sbytes;
+    const int c = kind == 0 ? 12 : kind == 1 ? 128 : 8; /* what the unsigned weights are offset by */
     int64_t panel = ntok <= EO512_BTT ? nrows : EO512_BPANEL / wstride;
     int64_t c0, t0, r0, r;
     panel = panel < 16 ? 16 : panel;
@@ -794,7 +824,7 @@ EO_TI void EO_S(bmatmul)(int kind, const uint8_t *wq, const void *ws, int64_t nr
             for (c0 = 0; c0 < nb; c0 += EO_CHUNK_BLOCKS) {
                 const int64_t nc = nb - c0 < EO_CHUNK_BLOCKS ? nb - c0 : EO_CHUNK_BLOCKS;
                 const __mmask16 sm = (__mmask16)((1u << (nc < 16 ? nc : 0)) - 1);
-                __mmask64 wm[4];
+                __mmask64 wm[8];
                 __m512i pidx;
                 __mmask16 pkeep = 0;
                 int i;
@@ -810,12 +840,12 @@ EO_TI void EO_S(bmatmul)(int kind, const uint8_t *wq, const void *ws, int64_t nr
                     }
                     pidx = _mm512_loadu_si512((const void *)idx);
                 }
-                for (i = 0; i < 4; i++)
-                    wm[i] = EO_S(bytemask)((nc < 16 ? nc : 0) * 16 - 64 * i);
+                for (i = 0; i < 8; i++)
+                    wm[i] = EO_S(bytemask)((nc < 16 ? nc : 0) * bpb - 64 * i);
                 for (i = 0; i < tt; i++)
                     EO_S(bprep)(xq + (t0 + i) * nb * 32 + c0 * 32, xd + (t0 + i) * nb + c0, nc, c, &P[i]);
                 for (r = r0; r < r1;) {
-                    const uint8_t *w = wq + r * wstride + c0 * 16;
+                    const uint8_t *w = wq + r * wstride + c0 * bpb;
                     const void *s = (const uint8_t *)ws + r * sstride + c0 * sbytes;
                     float *o = out + t0 * out_stride + r;
                     if (EO512_BRT > 1 && r + EO512_BRT <= r1) {
@@ -851,6 +881,12 @@ EO_T static void EO_S(q8_q8w_avx512)(const int8_t *wq, const uint16_t *wd, int64
                                       int64_t nb, const int8_t *xq, const float *xd,
                                       int64_t ntok, float *out, int64_t out_stride)
 {
+#if EO_VNNI
+    if (ntok >= EO512_BMIN) {
+        EO_S(bmatmul)(1, (const uint8_t *)wq, wd, nrows, nb, xq, xd, ntok, out, out_stride);
+        return;
+    }
+#endif
     EO_S(int_matmul)(1, (const uint8_t *)wq, wd, nrows, nb, xq, xd, ntok, out, out_stride);
 }
 

@@ -126,7 +126,8 @@ def run_bench(path, prompt: int = 512, gen: int = 128, threads: int | None = Non
         "peak_rss_bytes": rss, "model_bytes": files.manifest["weights_bytes"],
         "bytes_per_token": bpt, "bandwidth_bytes_per_s": bw,
         "roofline_tokens_per_s": bw / bpt, "roofline_fraction": dec * bpt / bw,
-        "memory_budget_bytes": plan.budget, "memory_plan": plan.verdict, "expert_slots_per_layer":
+        "memory_budget_bytes": plan.budget, "peak_rss_within_budget": rss <= plan.budget,
+        "memory_plan": plan.verdict, "expert_slots_per_layer":
         plan.slots_per_layer, "routing_trace": None if routing_trace is None else str(routing_trace),
         **streamed,
     }
@@ -144,7 +145,8 @@ def format_report(r: dict) -> str:
         f"{r['bandwidth_bytes_per_s'] / gb:.1f} GB/s -> roofline {r['roofline_tokens_per_s']:.2f} tok/s; "
         f"decode at {100 * r['roofline_fraction']:.0f}% of it",
         f"peak RSS {r['peak_rss_bytes'] / gb:.2f} GB (model {r['model_bytes'] / gb:.2f} GB, mapped; "
-        f"{r['context']}-token KV cache); budget {r['memory_budget_bytes'] / gb:.2f} GB: {r['memory_plan']}",
+        f"{r['context']}-token KV cache); budget {r['memory_budget_bytes'] / gb:.2f} GB: {r['memory_plan']}, "
+        + ("stayed within it" if r["peak_rss_within_budget"] else "EXCEEDED IT"),
     ] + ([
         f"expert cache {r['expert_slots_per_layer']} slots/layer: decode hit rate {r['expert_hit_rate']:.3f}, "
         f"{r['disk_bytes_per_token'] / 1e6:.0f} MB/token from disk ({r['io_mode']}, "

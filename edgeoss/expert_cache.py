@@ -3,54 +3,27 @@ streaming mode).
 
 The pool is allocated once: `slots` experts per layer, each slot one expert's aligned byte
 range, so a miss is one contiguous read straight into its slot (docs/FORMAT.md lays every
-expert out for this). Reads use O_DIRECT where the file system allows it, so the page cache
-does not keep a second copy of what the pool already holds; elsewhere they drop the pages they
-read (posix_fadvise) or ask for no caching (macOS F_NOCACHE). They run on I/O threads (os.preadv
-releases the GIL) in 2 MiB pieces, several in flight, while the layer's cached experts are
-computed: a layer's misses are requested the moment its router has run.
+expert out for this). Reads bypass the page cache where the platform allows (O_DIRECT; see
+fileio), so it does not keep a second copy of what the pool already holds. They run on I/O
+threads (positional reads release the GIL) in 2 MiB pieces, several in flight, while the
+layer's cached experts are computed: a layer's misses are requested the moment its router has
+run.
 """
 
 from __future__ import annotations
 
 import mmap
-import os
-import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from . import cache_policy as cp
 from . import format as fmt
+from .fileio import PositionalReader
 from .kernels import loops
 
 READ_PIECE = 2 << 20   # bytes per read request: several per expert keep the disk's queue full
 IO_THREADS = 8
-
-
-def open_uncached(path) -> tuple[int, str]:
-    """A read-only descriptor whose reads bypass (or do not linger in) the page cache, and how:
-    "direct" (O_DIRECT), "nocache" (macOS F_NOCACHE) or "fadvise" (pages dropped after reads)."""
-    flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
-    if hasattr(os, "O_DIRECT"):
-        try:
-            fd = os.open(path, flags | os.O_DIRECT)
-        except OSError:
-            fd = -1
-        if fd >= 0:
-            probe = mmap.mmap(-1, mmap.PAGESIZE)
-            try:
-                os.preadv(fd, [probe], 0)  # some file systems accept the flag but refuse the reads
-                return fd, "direct"
-            except OSError:
-                os.close(fd)
-            finally:
-                probe.close()
-    fd = os.open(path, flags)
-    if sys.platform == "darwin":
-        import fcntl
-        fcntl.fcntl(fd, 48, 1)  # F_NOCACHE
-        return fd, "nocache"
-    return fd, "fadvise"
 
 
 class ExpertCache:
@@ -86,7 +59,8 @@ class ExpertCache:
         self.clock = np.zeros(L, np.int64)
         self._pinned = np.zeros(self.num_experts, np.bool_)
         self._placed = np.empty(self.num_experts, np.int64)
-        self.fd, self.io_mode = open_uncached(files.weights_path)
+        self.reader = PositionalReader(files.weights_path, uncached=True)
+        self.io_mode = self.reader.mode
         self._io = ThreadPoolExecutor(io_threads, thread_name_prefix="edgeoss-io")
         self.hits = self.misses = self.bytes_read = 0
 
@@ -102,28 +76,18 @@ class ExpertCache:
         io = getattr(self, "_io", None)
         if io is not None:
             io.shutdown(wait=True)
-        if getattr(self, "fd", -1) >= 0:
-            os.close(self.fd)
-            self.fd = -1
+        reader = getattr(self, "reader", None)
+        if reader is not None:
+            reader.close()
 
     __del__ = close
 
     # -- reads ------------------------------------------------------------------------------
-    def _read_piece(self, buf: memoryview, offset: int) -> None:
-        done = 0
-        while done < len(buf):
-            n = os.preadv(self.fd, [buf[done:]], offset + done)
-            if n <= 0:
-                raise OSError(f"short read of the model file at byte {offset + done}: was it truncated?")
-            done += n
-        if self.io_mode == "fadvise":
-            os.posix_fadvise(self.fd, offset, len(buf), os.POSIX_FADV_DONTNEED)
-
     def _start_read(self, layer: int, expert: int, slot: int) -> list:
         view = memoryview(self._mem)[(layer * self.slots + slot) * self.stride:][:self.stride]
         src = self.offsets[layer] + expert * self.stride
         self.bytes_read += self.stride
-        return [self._io.submit(self._read_piece, view[o:o + READ_PIECE], src + o)
+        return [self._io.submit(self.reader.read_into, view[o:o + READ_PIECE], src + o)
                 for o in range(0, self.stride, READ_PIECE)]
 
     # -- one layer's MoE block ------------------------------------------------------------------

@@ -15,6 +15,7 @@ import numpy as np
 
 from . import format as fmt
 from .config import GptOssConfig, yarn_inv_freq
+from .fileio import PositionalReader
 from .kernels import loops
 from .kvcache import KVCache
 
@@ -47,7 +48,7 @@ class Matrix:
 
 
 class FileRows:
-    """Rows of a stored matrix read from the file on demand (os.preadv into reused buffers), not
+    """Rows of a stored matrix read from the file on demand (positional reads into reused buffers), not
     mapped: the embedding is 0.6 GB of which a prompt touches a few rows, and rows read this way
     live in the page cache, never in the process's resident memory."""
 
@@ -56,12 +57,7 @@ class FileRows:
         self.kind, self.shape = t["type"], t["shape"]
         self.parts = {k: (p["offset"], p["nbytes"] // self.shape[0], fmt.DTYPES[p["dtype"]], p["shape"][1:])
                       for k, p in t["parts"].items()}
-        self.fd = os.open(files.weights_path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-
-    def __del__(self):
-        fd, self.fd = getattr(self, "fd", -1), -1
-        if fd >= 0:
-            os.close(fd)
+        self.reader = PositionalReader(files.weights_path)
 
     def rows_f32(self, ids: np.ndarray, out: np.ndarray, buf: "Buffers") -> np.ndarray:
         """Dequantized rows `ids` into out float32 [len(ids), cols]."""
@@ -71,9 +67,7 @@ class FileRows:
             a = got[part] = buf.get("rows_" + part, (n,) + tuple(shape), dtype)
             raw = a.reshape(n, -1).view(np.uint8)
             for i in range(n):
-                view = memoryview(raw[i])
-                if os.preadv(self.fd, [view], off + int(ids[i]) * row_bytes) != row_bytes:
-                    raise OSError(f"short read of row {int(ids[i])} of the embedding: is the model file damaged?")
+                self.reader.read_into(memoryview(raw[i]), off + int(ids[i]) * row_bytes)
         seq = buf.get("rows_ids", (n,), np.int64)
         seq[:] = np.arange(n)
         if self.kind == "bf16":

@@ -11,7 +11,6 @@ so the process stays under the budget; `edgeoss bench --memory` measures that it
 from __future__ import annotations
 
 import mmap
-import os
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -190,7 +189,8 @@ def make_plan(files: fmt.ModelFiles, memory: int | str | None = None, context: i
 def measure_disk_bandwidth(files: fmt.ModelFiles, nbytes: int = 256 * MiB) -> float:
     """Bytes/s of reading experts the way the expert cache does (uncached, in pieces, in parallel),
     from expert ranges spread over the file."""
-    from .expert_cache import IO_THREADS, READ_PIECE, open_uncached
+    from .expert_cache import IO_THREADS, READ_PIECE
+    from .fileio import PositionalReader
     ranges = []
     for t in files.tensors.values():
         if t["type"] == "mxfp4_experts":
@@ -200,26 +200,18 @@ def measure_disk_bandwidth(files: fmt.ModelFiles, nbytes: int = 256 * MiB) -> fl
     picks = [ranges[i * len(ranges) // n] for i in range(n)]
     buf = mmap.mmap(-1, n * stride)
     view = memoryview(buf)
-    fd, mode = open_uncached(files.weights_path)
+    reader = PositionalReader(files.weights_path, uncached=True)
     jobs = [(view[i * stride + o:i * stride + min(o + READ_PIECE, stride)], src + o)
             for i, src in enumerate(picks) for o in range(0, stride, READ_PIECE)]
-
-    def read(job):
-        v, off = job
-        got = os.preadv(fd, [v], off)
-        if mode == "fadvise":
-            os.posix_fadvise(fd, off, len(v), os.POSIX_FADV_DONTNEED)
-        return got
-
     try:
         with ThreadPoolExecutor(IO_THREADS) as pool:
             t0 = time.perf_counter()
-            total = sum(pool.map(read, jobs))
+            list(pool.map(lambda job: reader.read_into(*job), jobs))
             dt = time.perf_counter() - t0
     finally:
-        os.close(fd)
+        reader.close()
         del jobs, view, buf  # the pieces' views pin the buffer: drop them all, then it goes
-    return total / dt
+    return n * stride / dt
 
 
 def predict(plan: MemoryPlan, memory_bandwidth: float, disk_bandwidth: float) -> MemoryPlan:

@@ -72,6 +72,33 @@ def test_bench_json_reports_what_the_speed_issue_tracks(converted, capsys):
     assert r["bytes_per_token"] < files.manifest["weights_bytes"] - sum(t["nbytes"] for t in experts) / 2
 
 
+def test_bench_under_a_budget_with_a_routing_trace(converted, capsys, tmp_path, monkeypatch):
+    import json
+
+    import numpy as np
+
+    from edgeoss import planner
+    from edgeoss.format import ModelFiles
+    path = converted("tiny-s0", "q8")
+    files = ModelFiles(path)
+    cfg = files.config
+    rng = np.random.default_rng(3)
+    trace = tmp_path / "trace.npz"
+    ex = np.stack([rng.permutation(cfg.num_local_experts)[:cfg.num_experts_per_tok]
+                   for _ in range(50 * cfg.num_hidden_layers)]).reshape(50, cfg.num_hidden_layers, -1)
+    np.savez(trace, seq000_experts=ex.astype(np.uint8), seq000_weights=np.full(ex.shape, 0.25, np.float16))
+    # a fixed runtime figure: the tiny model's slots are smaller than the process's RSS jitter
+    monkeypatch.setattr(planner, "process_rss", lambda: 200 << 20)
+    big = planner.make_plan(files, "1T")
+    budget = big.fixed + 5 * cfg.num_hidden_layers * big.expert_bytes
+    assert main(["bench", str(path), "--prompt", "8", "--gen", "6", "--repeats", "1", "--memory", str(budget),
+                 "--routing-trace", str(trace), "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert (r["memory_plan"], r["expert_slots_per_layer"]) == ("fits with streaming", 5)
+    assert 0 < r["expert_hit_rate"] < 1 and r["disk_bytes_per_token"] > 0
+    assert r["predicted_decode_tokens_per_s"] > 0 and r["disk_bandwidth_bytes_per_s"] > 0
+
+
 def test_second_run_compiles_nothing(converted, tmp_path):
     """Numba's compiled loops are cached on disk: a second process starts without compiling
     (the start-up cost a user pays once per install, not once per run)."""

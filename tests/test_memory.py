@@ -16,6 +16,14 @@ from edgeoss import planner
 from edgeoss.model import load
 
 
+@pytest.fixture(autouse=True)
+def steady_runtime(monkeypatch):
+    """Plans in this process see a fixed runtime figure: the tiny models' expert slots are far
+    smaller than this process's RSS jitter, which would otherwise move a slot count between a
+    test's plan and the engine's. (The RSS test measures a real process instead.)"""
+    monkeypatch.setattr(planner, "process_rss", lambda: 200 << 20)
+
+
 def token_ids(vocab, n, seed):
     return [int(t) for t in np.random.default_rng(seed).integers(0, vocab, n)]
 
@@ -258,3 +266,26 @@ def test_resident_memory_stays_under_the_budget(big_experts_model):
     assert streamed["peak"] <= streamed["budget"], streamed
     resident = run(0)  # the same work with every expert mapped would not have fit
     assert resident["peak"] > streamed["budget"], (resident, streamed)
+
+
+@pytest.mark.parametrize("mode", ["fadvise", "thread-files"])
+def test_streaming_without_o_direct_gives_the_same_logits(converted, monkeypatch, mode):
+    """File systems that refuse O_DIRECT, and platforms without positional reads in `os`
+    (Windows: a file object per I/O thread), stream the same bytes."""
+    import os
+
+    from edgeoss import fileio
+    path = converted("tiny-s0", "q8")
+    resident = load(path)
+    ids = token_ids(resident.config.vocab_size, 21, seed=8)
+    want = resident.logits(ids)
+    monkeypatch.delattr(os, "O_DIRECT", raising=False)
+    if mode == "thread-files":
+        monkeypatch.delattr(os, "preadv")
+    model = load(path, memory=streaming_budget(path, 5))
+    assert model.expert_cache.io_mode == ("fadvise" if mode == "fadvise" else "plain")
+    np.testing.assert_array_equal(model.logits(ids), want)
+    assert model.expert_cache.misses > 0
+    reader = fileio.PositionalReader(model.files.weights_path)
+    with pytest.raises(OSError, match="truncated or damaged"):
+        reader.read_into(memoryview(bytearray(16)), model.files.weights_path.stat().st_size - 8)

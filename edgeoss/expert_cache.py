@@ -134,8 +134,9 @@ class ExpertCache:
                     ready += len(inflight)
                     inflight = []
         except BaseException:
-            # a failed or interrupted read leaves its slot's bytes unknown: forget those experts
-            for e, futures in inflight:
+            # a failed or interrupted read leaves its slot's bytes unknown: wait for the reads in
+            # flight, then forget every missing expert given a slot but not yet seen loaded
+            for _, futures in inflight:
                 for f in futures:
                     f.cancel()
                 for f in futures:
@@ -143,6 +144,7 @@ class ExpertCache:
                         f.result()
                     except BaseException:
                         pass
+            for e in missing[ready - hits.size:]:
                 s = slot_of[e]
                 if s >= 0:
                     owner[s] = -1

@@ -289,3 +289,28 @@ def test_streaming_without_o_direct_gives_the_same_logits(converted, monkeypatch
     reader = fileio.PositionalReader(model.files.weights_path)
     with pytest.raises(OSError, match="truncated or damaged"):
         reader.read_into(memoryview(bytearray(16)), model.files.weights_path.stat().st_size - 8)
+
+
+def test_a_failed_read_is_forgotten_not_used(converted, monkeypatch):
+    """A read error mid-layer surfaces to the caller, and the experts whose slots it was filling
+    are not taken as loaded afterwards: the next run is right again."""
+    path = converted("tiny-s0", "q8")
+    resident = load(path)
+    ids = token_ids(resident.config.vocab_size, 30, seed=11)
+    want = resident.logits(ids)
+    model = load(path, memory=streaming_budget(path, 5))
+    reader = model.expert_cache.reader
+    real, calls = reader.read_into, []
+
+    def flaky(view, offset):
+        calls.append(offset)
+        if len(calls) == 6:
+            view[:] = b"\xff" * len(view)  # half-written garbage, then the error
+            raise OSError("simulated I/O error")
+        return real(view, offset)
+
+    monkeypatch.setattr(reader, "read_into", flaky)
+    with pytest.raises(OSError, match="simulated"):
+        model.logits(ids)
+    monkeypatch.setattr(reader, "read_into", real)
+    np.testing.assert_array_equal(model.logits(ids), want)

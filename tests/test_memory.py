@@ -314,3 +314,17 @@ def test_a_failed_read_is_forgotten_not_used(converted, monkeypatch):
         model.logits(ids)
     monkeypatch.setattr(reader, "read_into", real)
     np.testing.assert_array_equal(model.logits(ids), want)
+
+
+def test_plan_simulate_prints_every_policy_against_the_optimum(converted, capsys, tmp_path):
+    from edgeoss.cli import main
+    tr = skewed_trace(300, 24, 32, 4, seed=2).astype(np.uint8)
+    trace = tmp_path / "trace.npz"
+    np.savez(trace, seq000_experts=tr[:200], seq000_weights=np.full((200, 24, 4), 0.25, np.float16),
+             seq001_experts=tr[200:], seq001_weights=np.full((100, 24, 4), 0.25, np.float16))
+    assert main(["plan", str(converted("tiny-s0", "q8")), "--simulate", str(trace), "--no-measure", "--json"]) == 0
+    sim = json.loads(capsys.readouterr().out)["simulation"]
+    assert sorted(map(int, sim)) == [8, 12, 16, 24]
+    for s, r in sim.items():
+        assert r == {p: cp.simulate([tr], int(s), p) for p in ("lru", "lfru", "belady")}
+        assert max(r["lru"], r["lfru"]) <= r["belady"]

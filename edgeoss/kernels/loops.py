@@ -24,8 +24,9 @@ ROW_TILE = 16  # weight rows per C call: small enough to balance threads, big en
 # token tile goes over it (q8 qkv, 512 tokens: ~150 -> ~185 G int-ops/s a core against 16 rows)
 PANEL_ROWS = 256
 # Rows per C call of an expert matrix when its experts average 8+ tokens (prompts): fewer
-# activation preps per weight row (pp512 experts ~8.1 -> ~6.9 s, A/B over 4 rounds)
-EXPERT_PANEL_ROWS = 64
+# activation preps per weight row. pp512 experts, A/B rounds: 16 rows ~8.1 s, 64 ~7.0 s,
+# 128 ~6.2 s, 256 the same as 128.
+EXPERT_PANEL_ROWS = 128
 
 # quantized matrix kinds, as passed to `q8x_matmul` (an int so one compiled loop serves them all)
 KIND_Q8, KIND_Q4 = 0, 1

@@ -1,9 +1,9 @@
 """Which experts stay in a layer's cache slots: the eviction policies, shared by the engine's
 expert cache and the simulator that replays routing traces (so their hit counts agree).
 
-A layer's cache state is five arrays (see `new_state`): slot_of[e] (expert e's slot or -1),
+A layer's cache state is four arrays (see `new_state`): slot_of[e] (expert e's slot or -1),
 owner[s] (slot s's expert or -1), last[e] (time of e's last use), crf[e] (its decayed use
-count, kept for every expert, cached or not) and stats [hits, misses]. Time is a step counter:
+count, kept for every expert, cached or not). Time is a step counter:
 one step is one token decoded, or one prompt chunk.
 
 Policies:
@@ -28,9 +28,9 @@ DEFAULT_HALFLIFE = 16.0  # steps; best of 2..256 on the gpt-oss-20b routing trac
 
 
 def new_state(num_experts: int, slots: int) -> tuple:
-    """(slot_of, owner, last, crf, stats) of an empty cache."""
+    """(slot_of, owner, last, crf) of an empty cache."""
     return (np.full(num_experts, -1, np.int64), np.full(slots, -1, np.int64),
-            np.full(num_experts, -1e30, np.float64), np.zeros(num_experts, np.float64), np.zeros(2, np.int64))
+            np.full(num_experts, -1e30, np.float64), np.zeros(num_experts, np.float64))
 
 
 @njit(cache=True, nogil=True)

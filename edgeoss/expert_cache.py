@@ -64,10 +64,6 @@ class ExpertCache:
         self._io = ThreadPoolExecutor(io_threads, thread_name_prefix="edgeoss-io")
         self.hits = self.misses = self.bytes_read = 0
 
-    @property
-    def nbytes(self) -> int:
-        return self.pool.nbytes
-
     def reset_counters(self) -> None:
         self.hits = self.misses = self.bytes_read = 0
 
@@ -93,7 +89,7 @@ class ExpertCache:
     # -- one layer's MoE block ------------------------------------------------------------------
     def run_layer(self, li: int, h, idx, wts, use_q8: bool, limit, alpha, out, scratch) -> None:
         """out += the MoE block of layer li for tokens h [T, H] routed to idx/wts [T, k]."""
-        slot_of, owner, last, crf, _ = self.states[li]
+        slot_of, owner, last, crf = self.states[li]
         E = self.num_experts
         counts = np.bincount(idx.ravel(), minlength=E)
         needed = np.flatnonzero(counts)

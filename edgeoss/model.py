@@ -153,7 +153,7 @@ class Model:
     """A loaded gpt-oss model: `logits(ids)` and `generate(ids, ...)`."""
 
     def __init__(self, files: fmt.ModelFiles, context: int = 4096, threads: int | None = None,
-                 memory: int | str | None = None, plan=None):
+                 memory: int | str | None = None):
         import numba
 
         from . import planner
@@ -166,7 +166,7 @@ class Model:
         cfg = self.config
         context = min(context, cfg.max_position_embeddings)
         # decide what stays in memory before anything is mapped: refuses below the floor
-        self.plan = plan or planner.make_plan(files, memory, context=context)
+        self.plan = planner.make_plan(files, memory, context=context)
         self.plan.require_fits()
         self.expert_cache = None
         if self.plan.streaming:

@@ -19,7 +19,12 @@ from numba import njit, prange
 from .dot import (eo_f32_bf16w_matmul, eo_f32_mxfp4w_matmul, eo_q8_mxfp4w_matmul, eo_q8_q4w_matmul,
                   eo_q8_q8w_matmul, eo_q8_quantize)
 
-ROW_TILE = 16  # weight rows per C call: small enough to balance threads, big enough to amortize
+ROW_TILE = 16  # fewest weight rows per C call (bf16 matrices, small one-token tiles)
+# Most rows per C call over one token (decoding). Each call restarts the weight stream, which
+# the prefetchers take a while to follow: 20b q8 decode, 2 threads, the 4 experts' gate_up and
+# down (A/B, interleaved passes): 16-row tiles 24-26 GB/s, 128 ~34, 256-360 ~36-37 GB/s
+# (q8 attention / lm_head: 16 rows 31.4, 256 rows 32.7 GB/s).
+DECODE_TILE_ROWS = 256
 # Rows per C call of a dense matrix over several tokens: a panel that stays in L2 while every
 # token tile goes over it (q8 qkv, 512 tokens: ~150 -> ~185 G int-ops/s a core against 16 rows)
 PANEL_ROWS = 256
@@ -27,6 +32,17 @@ PANEL_ROWS = 256
 # activation preps per weight row. pp512 experts, A/B rounds: 16 rows ~8.1 s, 64 ~7.0 s,
 # 128 ~6.2 s, 256 the same as 128.
 EXPERT_PANEL_ROWS = 128
+
+
+
+@njit(cache=True, nogil=True)
+def decode_tile_rows(total_rows):
+    """Rows per C call when a call sees a token or so: as many as DECODE_TILE_ROWS while the
+    `total_rows` still make 64 tiles or more, so that up to 8 threads get 8 each (a multiple of
+    16, at least ROW_TILE)."""
+    rt = total_rows // 64 // 16 * 16
+    return max(ROW_TILE, min(DECODE_TILE_ROWS, rt))
+
 
 # quantized matrix kinds, as passed to `q8x_matmul` (an int so one compiled loop serves them all)
 KIND_Q8, KIND_Q4 = 0, 1
@@ -68,7 +84,7 @@ def q8x_matmul(kind, wq, wd, xq, xd, out):
     R = out.shape[1]
     nb = wq.shape[1]
     row_bytes = wq.shape[1] * wq.shape[2]
-    rt = ROW_TILE if T < 8 else PANEL_ROWS
+    rt = decode_tile_rows(R) if T < 8 else PANEL_ROWS
     for tile in prange((R + rt - 1) // rt):
         r0 = tile * rt
         n = min(rt, R - r0)
@@ -385,7 +401,7 @@ def _experts_matmul(part_blocks, part_scales, R, nb, use_q8, blob, slot_of, offs
     interleave the experts: each thread gets its share of every expert's rows (balanced when
     groups differ in size) and, decoding, reads several experts' streams at once, which
     measured faster than whole experts per thread (more reads in flight per core)."""
-    rt = ROW_TILE if start[ngroups] - start[0] < 8 * ngroups else EXPERT_PANEL_ROWS
+    rt = decode_tile_rows(R * ngroups) if start[ngroups] - start[0] < 8 * ngroups else EXPERT_PANEL_ROWS
     ntiles = (R + rt - 1) // rt
     K = nb * 32
     for item in prange(ngroups * ntiles):

@@ -19,7 +19,7 @@ import numpy as np
 
 from . import cache_policy as cp
 from . import format as fmt
-from .fileio import PositionalReader
+from .fileio import PositionalReader, advise_huge_pages
 from .kernels import loops
 
 READ_PIECE = 2 << 20   # bytes per read request: several per expert keep the disk's queue full
@@ -54,6 +54,7 @@ class ExpertCache:
         L = cfg.num_hidden_layers
         # anonymous mapping: page-aligned (O_DIRECT needs it), zero pages until first read
         self._mem = mmap.mmap(-1, L * slots * self.stride)
+        advise_huge_pages(self._mem)
         self.pool = np.frombuffer(self._mem, np.uint8).reshape(L, slots, self.stride)
         self.states = [cp.new_state(self.num_experts, slots) for _ in range(L)]
         self.clock = np.zeros(L, np.int64)

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import GptOssConfig
+from .fileio import advise_huge_pages
 
 FORMAT_NAME = "edgeoss"
 FORMAT_VERSION = 1
@@ -175,6 +176,7 @@ class ModelFiles:
                 raise FormatError(f"{self.path}: tensor {name} lies beyond the end of {wpath.name}")
         self.weights_path = wpath
         self._mm = np.memmap(wpath, dtype=np.uint8, mode="r")
+        advise_huge_pages(self._mm._mmap)
         tok = m.get("tokenizer")
         self.vocab_path = self.path / tok["file"] if tok else None
 

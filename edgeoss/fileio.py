@@ -21,8 +21,8 @@ def advise_huge_pages(m: mmap.mmap) -> bool:
     """Ask the kernel to back a mapping with 2 MiB pages where it can (Linux transparent huge
     pages; file mappings get 2 MiB page-cache folios when they fault pages in). Decoding reads
     every weight once per token: with 4 KiB pages that is a TLB miss every 4 KiB, ~630,000 per
-    token for 20b q8 (4 alternating rounds: ~11.6 -> ~12.4 tok/s with the weights mapped in
-    2 MiB pages). Returns whether the advice was taken; elsewhere it is a no-op."""
+    token for 20b q8 (page cache dropped, then two runs each: 11.5-11.8 tok/s mapped in 4 KiB
+    pages, 12.4-12.5 in 2 MiB ones). Returns whether the advice was taken; elsewhere it is a no-op."""
     advice = getattr(mmap, "MADV_HUGEPAGE", None)
     if advice is None:
         return False

@@ -128,11 +128,10 @@ def test_swiglu_clamps_and_adds_one():
     np.testing.assert_allclose(out, g / (1 + np.exp(-1.702 * g)) * (l + 1), rtol=1e-5, atol=1e-5)
 
 
-def test_moe_groups_tokens_by_expert():
-    """The sparse dispatch equals a dense per-token loop over the chosen experts."""
-    H, I, E, T, k = 64, 96, 5, 7, 3
+def _expert_blob(H, I, E):
+    """E random mxfp4 experts laid out as in the model file: (blob [E, stride], part offsets,
+    per-expert parts (gate_up blocks, scales, bias, down blocks, scales, bias))."""
     from edgeoss.format import ALIGN, PART_ALIGN, align_up
-    parts = {}
     blob_parts = []
     for e in range(E):
         gub, gus = quantize_mxfp4(rng.standard_normal((2 * I, H)) * 0.2)
@@ -150,24 +149,36 @@ def test_moe_groups_tokens_by_expert():
     for e in range(E):
         for off, arr in zip(offs, blob_parts[e]):
             blob[e, off:off + arr.nbytes] = np.ascontiguousarray(arr).view(np.uint8).reshape(-1)
-    h = rng.standard_normal((T, H)).astype(np.float32)
-    idx = np.array([rng.choice(E, k, replace=False) for _ in range(T)], np.int64)
-    wts = rng.uniform(0.1, 1, (T, k)).astype(np.float32)
-    want = np.zeros((T, H))
-    for t in range(T):
-        for s in range(k):
+    return blob, np.array(offs, np.int64), blob_parts
+
+
+def _moe_reference(h, idx, wts, blob_parts):
+    want = np.zeros(h.shape)
+    for t in range(h.shape[0]):
+        for s in range(idx.shape[1]):
             gub, gus, gubias, dnb, dns, dnbias = blob_parts[idx[t, s]]
             gu = dequantize_mxfp4(gub, gus) @ h[t] + gubias
             g, l = np.minimum(gu[0::2], 7), np.clip(gu[1::2], -7, 7)
             a = g / (1 + np.exp(-1.702 * g)) * (l + 1)
             want[t] += wts[t, s] * (dequantize_mxfp4(dnb, dns) @ a + dnbias)
+    return want
+
+
+def test_moe_groups_tokens_by_expert():
+    """The sparse dispatch equals a dense per-token loop over the chosen experts."""
+    H, I, E, T, k = 64, 96, 5, 7, 3
+    blob, offs, blob_parts = _expert_blob(H, I, E)
+    h = rng.standard_normal((T, H)).astype(np.float32)
+    idx = np.array([rng.choice(E, k, replace=False) for _ in range(T)], np.int64)
+    wts = rng.uniform(0.1, 1, (T, k)).astype(np.float32)
+    want = _moe_reference(h, idx, wts, blob_parts)
     slots = np.arange(E, dtype=np.int64)
     scratch = loops.moe_scratch(T, H, I, E, k)
     # all tokens, one token (decoding) and two
     for rows in (slice(0, T), slice(0, 1), slice(3, 5)):
         for use_q8, tol in ((False, 1e-4), (True, 3e-2)):
             out = np.zeros((T, H), np.float32)[rows]
-            loops.moe(h[rows], idx[rows], wts[rows], blob, slots, np.array(offs, np.int64), H, I, use_q8,
+            loops.moe(h[rows], idx[rows], wts[rows], blob, slots, offs, H, I, use_q8,
                       np.float32(7.0), np.float32(1.702), out, *scratch)
             err = np.linalg.norm(out - want[rows]) / np.linalg.norm(want[rows])
             assert err < tol, (rows, use_q8, err)
@@ -176,9 +187,35 @@ def test_moe_groups_tokens_by_expert():
     moved = np.zeros_like(blob)
     moved[perm] = blob
     out2 = np.zeros((T, H), np.float32)
-    loops.moe(h, idx, wts, moved, perm, np.array(offs, np.int64), H, I, False,
+    loops.moe(h, idx, wts, moved, perm, offs, H, I, False,
               np.float32(7.0), np.float32(1.702), out2, *loops.moe_scratch(T, H, I, E, k))
     np.testing.assert_allclose(out2, want, rtol=1e-4, atol=1e-4)
+
+
+def test_one_token_tiles_cover_every_row():
+    """Decoding runs matrices in tiles of up to DECODE_TILE_ROWS rows (fewer when the matrix is
+    small): every row is computed once, whatever the tile, as the whole-matrix kernel does."""
+    from edgeoss.kernels import dot
+    assert [loops.decode_tile_rows(n) for n in (100, 1000, 2050, 11520, 20000)] == [16, 16, 32, 176, 256]
+    K = 64
+    for R in (16, 1000, 2050, 20000):
+        wq = rng.integers(-127, 128, (R, K // 32, 32)).astype(np.int8)
+        wd = (np.full((R, K // 32), 0.01, np.float16)).view(np.uint16)
+        for T in (1, 3):
+            xq, xd = dot.q8_quantize(rng.standard_normal((T, K)).astype(np.float32))
+            out = np.full((T, R), np.nan, np.float32)
+            loops.q8x_matmul(loops.KIND_Q8, wq, wd, xq, xd, out)
+            np.testing.assert_array_equal(out, dot.matmul_q8_q8w(wq, wd, xq, xd))
+    # experts: 4 of them with 2 * 1024 gate_up rows make 128-row tiles for one token
+    H, I, E, k = 64, 1024, 4, 4
+    blob, offs, blob_parts = _expert_blob(H, I, E)
+    h = rng.standard_normal((1, H)).astype(np.float32)
+    idx, wts = np.array([[2, 0, 3, 1]], np.int64), np.full((1, k), 0.25, np.float32)
+    out = np.zeros((1, H), np.float32)
+    loops.moe(h, idx, wts, blob, np.arange(E, dtype=np.int64), offs, H, I, False, np.float32(7.0),
+              np.float32(1.702), out, *loops.moe_scratch(1, H, I, E, k))
+    want = _moe_reference(h, idx, wts, blob_parts)
+    np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-4)
 
 
 def test_sampling():

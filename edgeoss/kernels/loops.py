@@ -34,7 +34,6 @@ PANEL_ROWS = 256
 EXPERT_PANEL_ROWS = 128
 
 
-
 @njit(cache=True, nogil=True)
 def decode_tile_rows(total_rows):
     """Rows per C call when a call sees a token or so: as many as DECODE_TILE_ROWS while the

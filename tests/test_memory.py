@@ -147,6 +147,30 @@ def test_real_routing_hit_rates_match_the_published_measurements():
         assert planner.hit_rate(slots, 32, 4) == pytest.approx(cp.simulate(seqs, slots, "lfru"), abs=1e-4)
 
 
+def test_prefetch_simulator_learns_cross_layer_routing():
+    # tools/simulate_prefetch.py backs docs/MEMORY.md's prefetch figures: without prefetch it must
+    # count what the cache's own simulator counts, and where each layer's experts follow from the
+    # previous layer's it must learn that and have the cache's misses read ahead
+    sys.path.insert(0, str(REPO / "tools"))
+    from simulate_prefetch import replay
+    rng = np.random.default_rng(3)
+    T, L, E, k = 600, 4, 16, 2
+    ex = np.empty((T, L, k), np.int64)
+    ex[:, 0] = np.stack([rng.permutation(E)[:k] for _ in range(T)])
+    for layer in range(1, L):  # layer l's experts: a fixed shuffle of layer l-1's
+        ex[:, layer] = np.argsort(rng.permutation(E))[ex[:, layer - 1]]
+    decay = cp.decay_of(cp.DEFAULT_HALFLIFE)
+    hits, phits, pf = replay(ex, E, 4, 0, 1.0, decay)
+    assert (phits, pf) == (0, 0)
+    assert hits / ex.size == pytest.approx(cp.simulate([ex.astype(np.uint8)], 4, "lfru", num_experts=E))
+    layer0_misses = T * k - replay(np.ascontiguousarray(ex[:, :1]), E, 4, 0, 1.0, decay)[0]
+    misses = ex.size - hits
+    hits2, phits, pf = replay(ex, E, 4, k, 0.5, decay)
+    assert hits2 == hits  # prefetch never changes what the cache holds
+    # deterministic routing: every guess right once learned; most later-layer misses read ahead
+    assert pf == phits and phits > 0.5 * (misses - layer0_misses)
+
+
 # -- the engine's cache -------------------------------------------------------------------------------
 
 def streaming_budget(path, slots, context=4096):

@@ -78,12 +78,12 @@ def replay(ex, E, slots, depth, threshold, decay):
             cp.touch(ex[t, l], ones, K, float(t), last[l], crf[l], decay)
             for j in range(K):
                 pinned[ex[t, l, j]] = False
-            if l > 0:  # learn from this token
+            if l > 0:  # learn from this token: only its k x k pairs change
                 for j in range(K):
                     a = ex[t, l - 1, j]
                     for i in range(K):
-                        co[l, a, ex[t, l, i]] += 1.0
-                    for b in range(E):
+                        b = ex[t, l, i]
+                        co[l, a, b] += 1.0
                         log_co[l, a, b] = np.log(co[l, a, b])
     return hits, phits, prefetched
 

@@ -421,6 +421,7 @@ int eo_kernels_avx2(eo_kernels *k)
     k->q8_q4w = q8_q4w_avx2;
     k->f32_mxfp4w = f32_mxfp4w_avx2;
     k->f32_bf16w = f32_bf16w_avx2;
+    k->f32_attention = eo_attention_block_avx2;
     return 1;
 }
 

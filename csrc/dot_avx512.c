@@ -224,6 +224,7 @@ int eo_kernels_avx512(eo_kernels *k, int vnni, int vbmi)
     k->q8_quantize = q8_quantize_avx512;
     k->f32_mxfp4w = f32_mxfp4w_avx512;
     k->f32_bf16w = f32_bf16w_avx512;
+    k->f32_attention = eo_attention_block_avx512;
     if (vnni && vbmi) {
         k->variant = "avx512-vnni-vbmi";
         k->q8_mxfp4w = q8_mxfp4w_avx512_vbmi;

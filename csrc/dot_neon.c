@@ -239,6 +239,7 @@ int eo_kernels_neon(eo_kernels *k)
     k->q8_q4w = q8_q4w_neon;
     k->f32_mxfp4w = f32_mxfp4w_neon;
     k->f32_bf16w = f32_bf16w_neon;
+    k->f32_attention = eo_attention_block_neon;
     return 1;
 }
 

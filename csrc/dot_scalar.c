@@ -200,5 +200,6 @@ int eo_kernels_scalar(eo_kernels *k)
     k->q8_q4w = q8_q4w_scalar;
     k->f32_mxfp4w = f32_mxfp4w_scalar;
     k->f32_bf16w = f32_bf16w_scalar;
+    k->f32_attention = eo_attention_block_scalar;
     return 1;
 }

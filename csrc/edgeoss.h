@@ -112,6 +112,26 @@ void eo_f32_mxfp4w_matmul(const uint8_t *wq, const uint8_t *we, int64_t nrows, i
 void eo_f32_bf16w_matmul(const uint16_t *w, int64_t nrows, int64_t k,
                          const float *x, int64_t ntok, float *out, int64_t out_stride);
 
+/* One block of nkeys keys of causal attention with a running ("online")
+ * softmax, for `rows` query rows (rows % 8 == 0: pad with rows whose lo >= hi).
+ *   qt [hd, rows]: the queries, transposed (row r's element i at qt[i*rows+r]),
+ *                  already multiplied by the softmax scale;
+ *   k, v:          key / value j (hd floats each) at k + j*kv_stride, v + ...;
+ *   lo, hi [rows]: row r attends to the keys lo[r] <= j < hi[r] (clipped to
+ *                  0..nkeys; empty: the row is left as it is);
+ *   m, l [rows]:   running max and softmax denominator; start them at the
+ *                  sink logit and 1 (or at -inf and 0 without a sink);
+ *   acct [hd, rows]: running sum of exp(score - m) * v, transposed like qt;
+ *   scores:        scratch of 8 * nkeys floats.
+ * For each row: m' = max(m, scores), l = l*exp(m - m') + sum exp(s - m'),
+ * acct = acct*exp(m - m') + sum exp(s - m') v, m = m'.  After the last block,
+ * the attention output of row r is acct[., r] / l[r].  exp is float32-accurate
+ * (~1e-6 relative) for arguments down to -87; below, it is <= 1.2e-38. */
+void eo_f32_attention_block(const float *qt, int64_t rows, int64_t hd,
+                            const float *k, const float *v, int64_t kv_stride, int64_t nkeys,
+                            const int32_t *lo, const int32_t *hi, float *m, float *l,
+                            float *acct, float *scores);
+
 /* EO_CDEF_END */
 
 #ifdef __cplusplus

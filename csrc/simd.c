@@ -14,7 +14,7 @@
 static eo_kernels g_kernels;
 static int g_level = -1;
 
-int eo_abi_version(void) { return 1; }
+int eo_abi_version(void) { return 2; }
 
 #if EO_HAVE_X86_SIMD
 static int x86_has_f16c(void)
@@ -242,6 +242,17 @@ void eo_f32_bf16w_matmul(const uint16_t *w, int64_t nrows, int64_t k, const floa
     if (g_level < 0)
         eo_init();
     g_kernels.f32_bf16w(w, nrows, k, x, ntok, out, out_stride);
+}
+
+void eo_f32_attention_block(const float *qt, int64_t rows, int64_t hd, const float *k,
+                            const float *v, int64_t kv_stride, int64_t nkeys, const int32_t *lo,
+                            const int32_t *hi, float *m, float *l, float *acct, float *scores)
+{
+    if (rows <= 0 || nkeys <= 0)
+        return;
+    if (g_level < 0)
+        eo_init();
+    g_kernels.f32_attention(qt, rows, hd, k, v, kv_stride, nkeys, lo, hi, m, l, acct, scores);
 }
 
 /* Levels not compiled into this build. */

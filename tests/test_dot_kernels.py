@@ -343,7 +343,8 @@ def test_wrapper_checks():
 def test_backend_status():
     assert dot.BACKEND in ("c", "numba")
     assert set(dot.KERNEL_NAMES) == {"eo_q8_quantize", "eo_q8_mxfp4w_matmul", "eo_q8_q8w_matmul",
-                                     "eo_q8_q4w_matmul", "eo_f32_mxfp4w_matmul", "eo_f32_bf16w_matmul"}
+                                     "eo_q8_q4w_matmul", "eo_f32_mxfp4w_matmul", "eo_f32_bf16w_matmul",
+                                     "eo_f32_attention_block"}
     assert isinstance(dot.describe(), str)
     if dot.BACKEND == "c":
         assert dot.BACKEND_ERROR is None
@@ -553,6 +554,38 @@ int main(void)
             free(x); free(xq0); free(xq1); free(xd0); free(xd1); free(w4); free(we); free(w8); free(wd); free(wb);
             free(o0); free(o1); free(mag);
         }
+        /* attention: two blocks of keys read with a stride, rows with whole, partial and
+         * empty ranges; outputs acc/l within 1e-5 of the scalar level's */
+        for (int hd = 8; hd <= 72; hd += 64) {
+            enum { ROWS = 16, NK = 37, KS = 3 };
+            float *kc = malloc(2 * NK * KS * hd * 4), *vc = malloc(2 * NK * KS * hd * 4);
+            float *qt = malloc(hd * ROWS * 4), *sc = malloc(8 * NK * 4), *acc[2], m[2][ROWS], l[2][ROWS], sink[ROWS];
+            int32_t lo[ROWS], hi[ROWS];
+            acc[0] = malloc(hd * ROWS * 4); acc[1] = malloc(hd * ROWS * 4);
+            for (int i = 0; i < 2 * NK * KS * hd; i++) { kc[i] = frnd(); vc[i] = frnd(); }
+            for (int i = 0; i < hd * ROWS; i++) qt[i] = frnd() * 0.3f;
+            for (int r = 0; r < ROWS; r++) { sink[r] = frnd(); lo[r] = (int32_t)(rnd() % NK) - 2; hi[r] = lo[r] + (int32_t)(rnd() % (NK + 4)) - 1; }
+            lo[0] = 0; hi[0] = NK; lo[1] = hi[1] = 4;
+            for (int pass = 0; pass < 2; pass++) {
+                eo_set_level(pass ? lv : 0);
+                for (int r = 0; r < ROWS; r++) { m[pass][r] = sink[r]; l[pass][r] = 1.0f; }
+                memset(acc[pass], 0, hd * ROWS * 4);
+                for (int blk = 0; blk < 2; blk++)
+                    eo_f32_attention_block(qt, ROWS, hd, kc + blk * NK * KS * hd + hd, vc + blk * NK * KS * hd + hd,
+                                           KS * hd, NK, lo, hi, m[pass], l[pass], acc[pass], sc);
+            }
+            for (int r = 0; r < ROWS; r++)
+                for (int i = 0; i < hd; i++) {
+                    double a = acc[0][i * ROWS + r] / l[0][r], b = acc[1][i * ROWS + r] / l[1][r];
+                    if (!(fabs(a - b) <= 1e-5) || !(fabs(m[0][r] - m[1][r]) <= 1e-6)) {
+                        printf("FAIL attention level %d hd %d row %d dim %d: %.9g vs %.9g\n", lv, hd, r, i, b, a);
+                        fails++;
+                        r = ROWS;
+                        break;
+                    }
+                }
+            free(kc); free(vc); free(qt); free(sc); free(acc[0]); free(acc[1]);
+        }
     }
     printf("levels checked: %d (best %s); %s\n", levels, eo_level_name(eo_cpu_best_level()), fails ? "FAILED" : "OK");
     return fails != 0;
@@ -576,3 +609,47 @@ def test_neon_level_matches_scalar_under_qemu(tmp_path):
     run = subprocess.run(["qemu-aarch64", str(exe)], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "levels checked: 1 (best neon); OK" in run.stdout, run.stdout
+
+
+# -- attention: one block of keys with a running softmax ----------------------------------
+
+def _attention_block_numpy(qt, k, v, lo, hi, m, l, acct):
+    """float64 update of (m, l, acct) by one block, as csrc/edgeoss.h states it."""
+    m, l, acct = m.astype(np.float64), l.astype(np.float64), acct.astype(np.float64)
+    s = qt.T.astype(np.float64) @ k.T.astype(np.float64)          # [rows, nkeys]
+    j = np.arange(k.shape[0])
+    valid = (j[None, :] >= lo[:, None]) & (j[None, :] < hi[:, None])
+    s = np.where(valid, s, -np.inf)
+    mnew = np.maximum(m, s.max(axis=1))
+    p = np.where(valid, np.exp(s - mnew[:, None]), 0.0)
+    corr = np.exp(m - mnew)
+    return mnew, l * corr + p.sum(axis=1), acct * corr[None, :] + (p @ v.astype(np.float64)).T
+
+
+@pytest.mark.parametrize("hd,nkeys,rows", [(64, 64, 8), (64, 200, 24), (13, 7, 8), (8, 1, 16), (72, 33, 8)])
+def test_attention_block(kern, hd, nkeys, rows):
+    """Scores, masks, the running max / sum and the weighted values of one block, against
+    float64: keys read with a stride from a cache, rows with empty, partial and whole ranges,
+    a second block folded into the first's state."""
+    rng = _rng("attn", hd, nkeys, rows)
+    nkv = 3  # keys of head 1 of a [positions, 3, hd] cache: stride 3 * hd
+    cache_k = rng.standard_normal((2 * nkeys, nkv, hd)).astype(np.float32)
+    cache_v = rng.standard_normal((2 * nkeys, nkv, hd)).astype(np.float32)
+    qt = (rng.standard_normal((hd, rows)) * 0.4).astype(np.float32)
+    lo = rng.integers(-2, nkeys, rows).astype(np.int32)
+    hi = (lo + rng.integers(-1, nkeys + 3, rows)).astype(np.int32)
+    lo[0], hi[0] = 0, nkeys            # every key
+    lo[1], hi[1] = 5, 5                # none
+    m = rng.standard_normal(rows).astype(np.float32) * 2   # sink logits
+    l = np.ones(rows, np.float32)
+    acct = np.zeros((hd, rows), np.float32)
+    want = (m, l, acct)
+    for block in range(2):
+        k, v = cache_k[block * nkeys:(block + 1) * nkeys, 1], cache_v[block * nkeys:(block + 1) * nkeys, 1]
+        want = _attention_block_numpy(qt, k, v, np.clip(lo, 0, nkeys), np.clip(hi, 0, nkeys), *want)
+        kern.attention_block(qt, k, v, lo, hi, m, l, acct)
+    np.testing.assert_allclose(m, want[0], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(l, want[1], rtol=2e-5)
+    # the output a row gets, relative to the size of its values
+    np.testing.assert_allclose(acct / l, want[2] / want[1], rtol=0, atol=2e-5)
+    assert np.array_equal(acct[:, 1], np.zeros(hd, np.float32)) and l[1] == 1.0

@@ -69,7 +69,7 @@ def attention_numpy(q, k, v, sinks, window, scale):
 
 
 @pytest.mark.parametrize("window,nh,nkv", [(0, 4, 2), (5, 4, 2), (127, 4, 2), (128, 4, 2), (129, 4, 2),
-                                           (0, 6, 1), (9, 3, 3)])
+                                           (0, 6, 1), (9, 3, 3), (0, 16, 2), (200, 8, 1)])
 def test_attention_with_sinks_and_windows_in_chunks(window, nh, nkv):
     """Prefill in uneven chunks through the cache (a ring for sliding windows) equals one pass."""
     T, hd = 300, 64
@@ -94,6 +94,12 @@ def test_attention_with_sinks_and_windows_in_chunks(window, nh, nkv):
         pos += n
     assert pos == T
     np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-5)
+    # and bit for bit what one pass over all T tokens gives (keys are blocked by position,
+    # not by call), so that decoding reproduces a prefill exactly
+    one = np.empty((T, nh, hd), np.float32)
+    loops.attention_sinks(q, k, v, np.zeros((window or T, nkv, hd), np.float32), np.zeros((window or T, nkv, hd),
+                          np.float32), 0, ring, window, sinks, scale, one, *loops.attention_scratch(T, nh, nkv, hd))
+    assert np.array_equal(got, one)
 
 
 def test_route_topk_softmax_over_chosen():

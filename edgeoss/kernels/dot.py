@@ -3,7 +3,8 @@
 Jitted code (``@njit(cache=True)``) calls the kernels through the
 ``types.ExternalFunction`` objects below, named like the C functions
 (``eo_q8_quantize``, ``eo_q8_mxfp4w_matmul``, ``eo_q8_q8w_matmul``,
-``eo_q8_q4w_matmul``, ``eo_f32_mxfp4w_matmul``, ``eo_f32_bf16w_matmul``), passing
+``eo_q8_q4w_matmul``, ``eo_f32_mxfp4w_matmul``, ``eo_f32_bf16w_matmul``,
+``eo_f32_attention_block``), passing
 raw addresses (``arr.ctypes.data + byte_offset``) for pointers and int64 for
 sizes; see csrc/edgeoss.h for each contract.  Importing this module registers
 those symbol names with LLVM, pointing either at the C extension
@@ -20,7 +21,8 @@ Environment:
 
 Plain-Python wrappers taking NumPy arrays (``q8_quantize``,
 ``matmul_q8_mxfp4w``, ``matmul_q8_q8w``, ``matmul_q8_q4w``,
-``matmul_f32_mxfp4w``, ``matmul_f32_bf16w``) are for tests and non-hot code;
+``matmul_f32_mxfp4w``, ``matmul_f32_bf16w``, ``attention_block``) are for tests and
+non-hot code;
 ``get_kernels("c" | "numba")`` gives the same wrappers bound to one backend.
 
 Status: ``BACKEND``, ``BACKEND_ERROR``, ``describe()``; C SIMD levels:
@@ -45,13 +47,13 @@ __all__ = [
     "q8_quantize", "matmul_q8_mxfp4w", "matmul_q8_q8w", "matmul_q8_q4w", "matmul_f32_mxfp4w",
     "matmul_f32_bf16w",
     "eo_q8_quantize", "eo_q8_mxfp4w_matmul", "eo_q8_q8w_matmul", "eo_q8_q4w_matmul",
-    "eo_f32_mxfp4w_matmul", "eo_f32_bf16w_matmul",
+    "eo_f32_mxfp4w_matmul", "eo_f32_bf16w_matmul", "eo_f32_attention_block", "attention_block",
 ]
 
 #: C level numbers -> names (csrc/edgeoss.h)
 LEVEL_NAMES = ("scalar", "avx2", "avx512", "neon")
 
-_ABI_VERSION = 1
+_ABI_VERSION = 2
 
 # Argument kinds of every kernel: "p" pointer (passed as intp), "i" int64.
 _SIGNATURES = {
@@ -61,6 +63,8 @@ _SIGNATURES = {
     "eo_q8_q4w_matmul": "ppiippipi",         # wq, wd, ...
     "eo_f32_mxfp4w_matmul": "ppiipipi",      # wq, we, nrows, nb, x, ntok, out, out_stride
     "eo_f32_bf16w_matmul": "piipipi",        # w, nrows, k, x, ntok, out, out_stride
+    # qt, rows, hd, k, v, kv_stride, nkeys, lo, hi, m, l, acct, scores
+    "eo_f32_attention_block": "piippiippppp" + "p",
 }
 KERNEL_NAMES = tuple(_SIGNATURES)
 
@@ -80,6 +84,8 @@ eo_f32_mxfp4w_matmul = types.ExternalFunction(
     "eo_f32_mxfp4w_matmul", _numba_sig(_SIGNATURES["eo_f32_mxfp4w_matmul"]))
 eo_f32_bf16w_matmul = types.ExternalFunction(
     "eo_f32_bf16w_matmul", _numba_sig(_SIGNATURES["eo_f32_bf16w_matmul"]))
+eo_f32_attention_block = types.ExternalFunction(
+    "eo_f32_attention_block", _numba_sig(_SIGNATURES["eo_f32_attention_block"]))
 
 
 # -- Python wrappers over one set of kernel addresses --------------------------------
@@ -219,6 +225,36 @@ class Kernels:
             self._fn["eo_f32_bf16w_matmul"](w.ctypes.data, nrows, k, x2.ctypes.data, ntok,
                                             o.ctypes.data, stride)
         return out if out is not None else (o[0] if one else o)
+
+    def attention_block(self, qt, k, v, lo, hi, m, l, acct):
+        """One block of keys of online-softmax attention (csrc/edgeoss.h), updating m, l and
+        acct in place. qt, acct float32 [hd, rows] (rows % 8 == 0); k, v float32 [nkeys, hd]
+        or strided views of a cache whose last axis is contiguous; lo, hi int32 [rows]."""
+        qt = _check(qt, np.float32, "qt", (2,))
+        hd, rows = qt.shape
+        if rows % 8:
+            raise ValueError(f"qt: rows must be a multiple of 8, got shape {qt.shape}")
+        for name, a in (("k", k), ("v", v)):
+            if not (isinstance(a, np.ndarray) and a.dtype == np.float32 and a.ndim == 2 and a.shape[1] == hd
+                    and a.strides[1] == 4):
+                raise ValueError(f"{name}: expected float32 [nkeys, {hd}] with a contiguous last axis")
+        if k.shape != v.shape or k.strides != v.strides:
+            raise ValueError("k and v must have the same shape and strides")
+        for name, a, dt, shape in (("lo", lo, np.int32, (rows,)), ("hi", hi, np.int32, (rows,)),
+                                   ("m", m, np.float32, (rows,)), ("l", l, np.float32, (rows,)),
+                                   ("acct", acct, np.float32, (hd, rows))):
+            if not (isinstance(a, np.ndarray) and a.dtype == dt and a.shape == shape and a.flags.c_contiguous):
+                raise ValueError(f"{name}: expected a contiguous {np.dtype(dt).name} array of shape {shape}")
+        for name, a in (("m", m), ("l", l), ("acct", acct)):
+            if not a.flags.writeable:
+                raise ValueError(f"{name}: array is read-only")
+        nkeys = k.shape[0]
+        scores = np.empty(max(1, 8 * nkeys), np.float32)
+        if rows and nkeys:
+            self._fn["eo_f32_attention_block"](qt.ctypes.data, rows, hd, k.ctypes.data, v.ctypes.data,
+                                               k.strides[0] // 4, nkeys, lo.ctypes.data, hi.ctypes.data,
+                                               m.ctypes.data, l.ctypes.data, acct.ctypes.data,
+                                               scores.ctypes.data)
 
 
 # -- backends ---------------------------------------------------------------------------

@@ -35,6 +35,9 @@ SIG_Q8_Q8W = types.void(_i8p, _u16p, _i64, _i64, _i8p, _f32p, _i64, _f32p, _i64)
 SIG_Q8_Q4W = types.void(_u8p, _u16p, _i64, _i64, _i8p, _f32p, _i64, _f32p, _i64)
 SIG_F32_MXFP4W = types.void(_u8p, _u8p, _i64, _i64, _f32p, _i64, _f32p, _i64)
 SIG_F32_BF16W = types.void(_u16p, _i64, _i64, _f32p, _i64, _f32p, _i64)
+_i32p = types.CPointer(types.int32)
+SIG_F32_ATTENTION = types.void(_f32p, _i64, _i64, _f32p, _f32p, _i64, _i64, _i32p, _i32p, _f32p, _f32p,
+                               _f32p, _f32p)
 
 
 # -- scalar helpers ---------------------------------------------------------------------
@@ -183,6 +186,34 @@ def f32_bf16w_impl(wb, nrows, k, x, ntok, out, out_stride):
             out[t * out_stride + r] = _dotf(w, 0, x, t * k, k)
 
 
+@njit(**_JIT)
+def attention_block_impl(qt, rows, hd, k, v, ks, nkeys, lo, hi, m, l, acct, sc):
+    """One row at a time, as the C scalar level (csrc/attention.c)."""
+    for r in range(rows):
+        a, b = max(lo[r], 0), min(hi[r], nkeys)
+        if a >= b:
+            continue
+        mx = m[r]
+        for j in range(a, b):
+            s = np.float32(0.0)
+            for i in range(hd):
+                s += qt[i * rows + r] * k[j * ks + i]
+            sc[j] = s
+            mx = max(mx, s)
+        corr = np.float32(np.exp(m[r] - mx))
+        tot = np.float32(0.0)
+        for j in range(a, b):
+            sc[j] = np.float32(np.exp(sc[j] - mx))
+            tot += sc[j]
+        l[r] = l[r] * corr + tot
+        m[r] = mx
+        for i in range(hd):
+            c = acct[i * rows + r] * corr
+            for j in range(a, b):
+                c += sc[j] * v[j * ks + i]
+            acct[i * rows + r] = c
+
+
 # -- C-ABI entry points -----------------------------------------------------------------
 
 @njit(**_JIT)
@@ -259,6 +290,16 @@ def eo_f32_bf16w_matmul(w_p, nrows, k, x_p, ntok, out_p, out_stride):
     f32_bf16w_impl(carray(w_p, (nrows * k,)), nrows, k, carray(x_p, (ntok * k,)), ntok, out, out_stride)
 
 
+@cfunc(SIG_F32_ATTENTION, cache=True, error_model="numpy")
+def eo_f32_attention_block(qt_p, rows, hd, k_p, v_p, ks, nkeys, lo_p, hi_p, m_p, l_p, acct_p, sc_p):
+    if rows <= 0 or nkeys <= 0:
+        return
+    kv_len = (nkeys - 1) * ks + hd
+    attention_block_impl(carray(qt_p, (hd * rows,)), rows, hd, carray(k_p, (kv_len,)), carray(v_p, (kv_len,)),
+                         ks, nkeys, carray(lo_p, (rows,)), carray(hi_p, (rows,)), carray(m_p, (rows,)),
+                         carray(l_p, (rows,)), carray(acct_p, (hd * rows,)), carray(sc_p, (8 * nkeys,)))
+
+
 #: C symbol name -> cfunc (keep referenced: the registered addresses live in them)
 CFUNCS = {
     "eo_q8_quantize": eo_q8_quantize,
@@ -267,4 +308,5 @@ CFUNCS = {
     "eo_q8_q4w_matmul": eo_q8_q4w_matmul,
     "eo_f32_mxfp4w_matmul": eo_f32_mxfp4w_matmul,
     "eo_f32_bf16w_matmul": eo_f32_bf16w_matmul,
+    "eo_f32_attention_block": eo_f32_attention_block,
 }

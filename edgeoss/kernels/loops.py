@@ -16,8 +16,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .dot import (eo_f32_bf16w_matmul, eo_f32_mxfp4w_matmul, eo_q8_mxfp4w_matmul, eo_q8_q4w_matmul,
-                  eo_q8_q8w_matmul, eo_q8_quantize)
+from .dot import (eo_f32_attention_block, eo_f32_bf16w_matmul, eo_f32_mxfp4w_matmul, eo_q8_mxfp4w_matmul,
+                  eo_q8_q4w_matmul, eo_q8_q8w_matmul, eo_q8_quantize)
 
 ROW_TILE = 16  # fewest weight rows per C call (bf16 matrices, small one-token tiles)
 # Most rows per C call over one token (decoding). Each call restarts the weight stream, which
@@ -186,20 +186,29 @@ def exp_inplace(x, bits, a, b):
 # -- attention ----------------------------------------------------------------------------
 
 # Query tokens per attention tile and keys per block: a tile's group of query heads (8 in
-# gpt-oss) times ATT_BQ tokens share every gathered key/value block, so each block is read once
-# per tile, not once per query row.
+# gpt-oss) times ATT_BQ tokens share every key/value block the C kernel reads (in place, from
+# the cache), so each block is read once per tile, not once per query row.
 ATT_BQ = 16
-ATT_BK = 64
+ATT_BK = 128
+
+
+def _att_rows(T: int, nh: int, nkv: int) -> int:
+    """Query rows of one tile, padded to the C kernel's multiple of 8."""
+    rows = min(T, ATT_BQ) * (nh // nkv)
+    return (rows + 7) // 8 * 8
 
 
 def attention_scratch(T: int, nh: int, nkv: int, hd: int) -> tuple:
-    """Per-tile work buffers of `attention_sinks` for T query tokens (allocate once, reuse)."""
+    """Per-tile work buffers of `attention_sinks` for T query tokens (allocate once, reuse):
+    transposed queries and accumulators [items, hd, rows], running max and sum [items, 2, rows],
+    key ranges [items, 2, rows], scores [items, 8 * ATT_BK], and a block of keys and values
+    [items, ATT_BK, hd] each for the blocks that do not lie contiguous in one array."""
     items = nkv * ((T + ATT_BQ - 1) // ATT_BQ)
-    rows = ATT_BQ * (nh // nkv)
-    return (np.empty((items, rows, hd), np.float32), np.empty((items, rows, hd), np.float32),
-            np.empty((items, 2, rows), np.float32), np.empty((items, ATT_BK, hd), np.float32),
-            np.empty((items, ATT_BK, hd), np.float32), np.empty((items, ATT_BK), np.float32),
-            np.empty((items, ATT_BK), np.int32))
+    rows = _att_rows(T, nh, nkv)
+    return (np.empty((items, hd, rows), np.float32), np.empty((items, hd, rows), np.float32),
+            np.empty((items, 2, rows), np.float32), np.empty((items, 2, rows), np.int32),
+            np.empty((items, 8 * ATT_BK), np.float32), np.empty((items, ATT_BK, hd), np.float32),
+            np.empty((items, ATT_BK, hd), np.float32))
 
 
 @njit(parallel=True, cache=True, nogil=True)
@@ -230,9 +239,9 @@ def qkv_split_rope(qkv, bias, cos, sin, pos0, q, k, v):
                 v[t, h, i] = qkv[t, vofs + h * hd + i] + bias[vofs + h * hd + i]
 
 
-@njit(parallel=True, cache=True, nogil=True, fastmath=_VEC_MATH)
+@njit(parallel=True, cache=True, nogil=True)
 def attention_sinks(q, k_new, v_new, k_cache, v_cache, pos0, ring, window, sinks, scale, out,
-                    qs, acc, ml, kb, vb, sc, sb):
+                    qt, acct, ml, lohi, sc, kb, vb):
     """Causal attention with a per-head sink logit, optional sliding window, GQA.
 
     q [T, nh, hd]; k_new/v_new [T, nkv, hd] for positions pos0..pos0+T-1; earlier positions
@@ -240,104 +249,89 @@ def attention_sinks(q, k_new, v_new, k_cache, v_cache, pos0, ring, window, sinks
     window = 0: all earlier keys; else keys j with p - j < window. The sink joins the softmax's
     denominator only.
 
-    Blocked ("flash") form: work items are (kv head, tile of ATT_BQ query tokens); an item
-    gathers ATT_BK keys and values at a time into contiguous buffers, keeps a
-    running max and denominator per query row (online softmax) and never materializes the
-    T x T score matrix. Buffers qs..sb come from `attention_scratch` (no allocation here)."""
+    Blocked ("flash") form: work items are (kv head, tile of ATT_BQ query tokens); an item's
+    rows (its tokens times the group's query heads) go through the keys in blocks, handed to
+    the C kernel `eo_f32_attention_block` with a running max and denominator per row (online
+    softmax): the T x T score matrix is never formed. Blocks start at multiples of ATT_BK
+    positions, so a row's arithmetic depends on its position only, never on how the tokens
+    were split into calls: decoding through the cache gives bit-identical results to one
+    prefill. A block is read where it lies, or copied into kb / vb first when it spans the
+    cache and the new keys or the ring's wrap. Buffers qt..vb come from `attention_scratch`."""
     T, nh, hd = q.shape
     nkv = k_new.shape[1]
     group = nh // nkv
     cap = k_cache.shape[0]
+    rows = qt.shape[2]
     ntiles = (T + ATT_BQ - 1) // ATT_BQ
+    kv_stride = nkv * hd
     for item in prange(nkv * ntiles):
         # causal tiles grow with position: pair the first with the last so that each
         # thread's contiguous share of the items (prange's static split) holds equal work
-        g, k = item % nkv, item // nkv
-        tile = k // 2 if k % 2 == 0 else ntiles - 1 - k // 2
+        g, kk = item % nkv, item // nkv
+        tile = kk // 2 if kk % 2 == 0 else ntiles - 1 - kk // 2
         t0 = tile * ATT_BQ
         nt = min(ATT_BQ, T - t0)
         R = nt * group
-        Q, A, K, V, S, NB = qs[item], acc[item], kb[item], vb[item], sc[item], sb[item]
-        M, L = ml[item, 0], ml[item, 1]
-        for r in range(R):  # row r: token t0 + r // group, head g * group + r % group
-            t, h = t0 + r // group, g * group + r % group
-            for i in range(hd):
-                Q[r, i] = q[t, h, i] * scale
-                A[r, i] = 0.0
-            M[r] = sinks[h]
+        Q, A, M, L = qt[item], acct[item], ml[item, 0], ml[item, 1]
+        LO, HI = lohi[item, 0], lohi[item, 1]
+        for r in range(rows):  # row r: token t0 + r // group, head g * group + r % group
+            if r < R:
+                t, h = t0 + r // group, g * group + r % group
+                for i in range(hd):
+                    Q[i, r] = q[t, h, i] * scale
+                M[r] = sinks[h]
+            else:  # padding: no keys
+                for i in range(hd):
+                    Q[i, r] = 0.0
+                M[r] = 0.0
             L[r] = 1.0
+            for i in range(hd):
+                A[i, r] = 0.0
         p_first, p_last = pos0 + t0, pos0 + t0 + nt - 1
-        j_first = 0 if window == 0 else max(0, p_first - window + 1)
-        for j0 in range(j_first, p_last + 1, ATT_BK):
-            n = min(ATT_BK, p_last + 1 - j0)
-            for jj in range(n):
-                j = j0 + jj
-                if j >= pos0:
-                    for i in range(hd):
-                        K[jj, i] = k_new[j - pos0, g, i]
-                        V[jj, i] = v_new[j - pos0, g, i]
+        j = 0 if window == 0 else max(0, p_first - window + 1)
+        while j <= p_last:
+            n = min((j // ATT_BK + 1) * ATT_BK, p_last + 1) - j  # keys j..j+n-1
+            c = j % cap if ring else j
+            if j >= pos0:
+                kp = k_new.ctypes.data + ((j - pos0) * nkv + g) * hd * 4
+                vp = v_new.ctypes.data + ((j - pos0) * nkv + g) * hd * 4
+                stride = kv_stride
+            elif j + n <= pos0 and c + n <= cap:
+                kp = k_cache.ctypes.data + (c * nkv + g) * hd * 4
+                vp = v_cache.ctypes.data + (c * nkv + g) * hd * 4
+                stride = kv_stride
+            else:  # spans the cache and the new keys, or the ring's wrap: gather
+                K, V = kb[item], vb[item]
+                for jj in range(n):
+                    pj = j + jj
+                    if pj >= pos0:
+                        for i in range(hd):
+                            K[jj, i] = k_new[pj - pos0, g, i]
+                            V[jj, i] = v_new[pj - pos0, g, i]
+                    else:
+                        cj = pj % cap if ring else pj
+                        for i in range(hd):
+                            K[jj, i] = k_cache[cj, g, i]
+                            V[jj, i] = v_cache[cj, g, i]
+                kp, vp, stride = K.ctypes.data, V.ctypes.data, hd
+            for r in range(rows):
+                if r < R:
+                    p = p_first + r // group
+                    a = j if window == 0 else max(j, p - window + 1)
+                    LO[r] = a - j
+                    HI[r] = min(j + n, p + 1) - j
                 else:
-                    c = j % cap if ring else j
-                    for i in range(hd):
-                        K[jj, i] = k_cache[c, g, i]
-                        V[jj, i] = v_cache[c, g, i]
-            for r in range(R):
-                p = p_first + r // group
-                a = j0 if window == 0 else max(j0, p - window + 1)
-                b = min(j0 + n, p + 1)
-                if a >= b:
-                    continue
-                a -= j0
-                b -= j0
-                jj = a
-                while jj + 4 <= b:  # four keys per pass over the query row (reductions vectorize)
-                    s0 = s1 = s2 = s3 = np.float32(0.0)
-                    for i in range(hd):
-                        qi = Q[r, i]
-                        s0 += qi * K[jj, i]
-                        s1 += qi * K[jj + 1, i]
-                        s2 += qi * K[jj + 2, i]
-                        s3 += qi * K[jj + 3, i]
-                    S[jj], S[jj + 1], S[jj + 2], S[jj + 3] = s0, s1, s2, s3
-                    jj += 4
-                while jj < b:
-                    s0 = np.float32(0.0)
-                    for i in range(hd):
-                        s0 += Q[r, i] * K[jj, i]
-                    S[jj] = s0
-                    jj += 1
-                mx = M[r]
-                for jj in range(a, b):
-                    mx = max(mx, S[jj])
-                if mx > M[r]:
-                    corr = np.float32(math.exp(M[r] - mx))
-                    L[r] *= corr
-                    for i in range(hd):
-                        A[r, i] *= corr
-                    M[r] = mx
-                for jj in range(a, b):
-                    S[jj] -= mx
-                exp_inplace(S, NB, a, b)
-                tot = np.float32(0.0)
-                for jj in range(a, b):
-                    tot += S[jj]
-                L[r] += tot
-                jj = a
-                while jj + 4 <= b:  # four keys per pass over the accumulator row
-                    e0, e1, e2, e3 = S[jj], S[jj + 1], S[jj + 2], S[jj + 3]
-                    for i in range(hd):
-                        A[r, i] += e0 * V[jj, i] + e1 * V[jj + 1, i] + e2 * V[jj + 2, i] + e3 * V[jj + 3, i]
-                    jj += 4
-                while jj < b:
-                    e = S[jj]
-                    for i in range(hd):
-                        A[r, i] += e * V[jj, i]
-                    jj += 1
+                    LO[r] = 0
+                    HI[r] = 0
+            eo_f32_attention_block(Q.ctypes.data, rows, hd, kp, vp, stride, n, LO.ctypes.data,
+                                   HI.ctypes.data, M.ctypes.data, L.ctypes.data, A.ctypes.data,
+                                   sc[item].ctypes.data)
+            j += n
         for r in range(R):
             t, h = t0 + r // group, g * group + r % group
             inv = np.float32(1.0) / L[r]
             for i in range(hd):
-                out[t, h, i] = A[r, i] * inv
+                out[t, h, i] = A[i, r] * inv
 
 
 @njit(cache=True, nogil=True)

@@ -8,7 +8,8 @@ from .config import GptOssConfig
 
 
 class LayerCache:
-    """k, v: float32 [capacity, kv_heads, head_dim]. A sliding layer's ring holds only the
+    """k, v: float32 [kv_heads, capacity, head_dim]: each head's positions contiguous, so
+    attention streams them in order. A sliding layer's ring holds only the
     last `window` positions (position p lives at p % window); a full layer's buffer holds
     every position and grows by doubling up to the context limit."""
 
@@ -16,17 +17,17 @@ class LayerCache:
         self.ring = sliding
         self.window = cfg.sliding_window if sliding else 0
         cap = cfg.sliding_window if sliding else capacity
-        self.k = np.zeros((cap, cfg.num_key_value_heads, cfg.head_dim), np.float32)
+        self.k = np.zeros((cfg.num_key_value_heads, cap, cfg.head_dim), np.float32)
         self.v = np.zeros_like(self.k)
 
     def reserve(self, n_positions: int) -> None:
-        if self.ring or n_positions <= self.k.shape[0]:
+        if self.ring or n_positions <= self.k.shape[1]:
             return
-        cap = max(n_positions, 2 * self.k.shape[0])
+        cap = max(n_positions, 2 * self.k.shape[1])
         for name in ("k", "v"):
             old = getattr(self, name)
-            new = np.zeros((cap,) + old.shape[1:], np.float32)
-            new[:old.shape[0]] = old
+            new = np.zeros((old.shape[0], cap, old.shape[2]), np.float32)
+            new[:, :old.shape[1]] = old
             setattr(self, name, new)
 
     @property
@@ -47,7 +48,7 @@ class KVCache:
     @property
     def capacity(self) -> int:
         """Positions the full-attention layers hold without growing."""
-        full = [layer.k.shape[0] for layer in self.layers if not layer.ring]
+        full = [layer.k.shape[1] for layer in self.layers if not layer.ring]
         return min(full) if full else self.max_positions
 
     @property

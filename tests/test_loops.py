@@ -81,7 +81,7 @@ def test_attention_with_sinks_and_windows_in_chunks(window, nh, nkv):
     want = attention_numpy(q, k, v, sinks, window, scale)
     ring = window > 0
     cap = window if ring else T
-    kc = np.zeros((cap, nkv, hd), np.float32)
+    kc = np.zeros((nkv, cap, hd), np.float32)
     vc = np.zeros_like(kc)
     got = np.empty((T, nh, hd), np.float32)
     pos = 0
@@ -97,7 +97,7 @@ def test_attention_with_sinks_and_windows_in_chunks(window, nh, nkv):
     # and bit for bit what one pass over all T tokens gives (keys are blocked by position,
     # not by call), so that decoding reproduces a prefill exactly
     one = np.empty((T, nh, hd), np.float32)
-    loops.attention_sinks(q, k, v, np.zeros((window or T, nkv, hd), np.float32), np.zeros((window or T, nkv, hd),
+    loops.attention_sinks(q, k, v, np.zeros((nkv, window or T, hd), np.float32), np.zeros((nkv, window or T, hd),
                           np.float32), 0, ring, window, sinks, scale, one, *loops.attention_scratch(T, nh, nkv, hd))
     assert np.array_equal(got, one)
 

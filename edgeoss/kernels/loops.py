@@ -245,7 +245,7 @@ def attention_sinks(q, k_new, v_new, k_cache, v_cache, pos0, ring, window, sinks
     """Causal attention with a per-head sink logit, optional sliding window, GQA.
 
     q [T, nh, hd]; k_new/v_new [T, nkv, hd] for positions pos0..pos0+T-1; earlier positions
-    come from k_cache/v_cache [cap, nkv, hd] (a ring indexed by position % cap when `ring`).
+    come from k_cache/v_cache [nkv, cap, hd] (a ring indexed by position % cap when `ring`).
     window = 0: all earlier keys; else keys j with p - j < window. The sink joins the softmax's
     denominator only.
 
@@ -260,7 +260,7 @@ def attention_sinks(q, k_new, v_new, k_cache, v_cache, pos0, ring, window, sinks
     T, nh, hd = q.shape
     nkv = k_new.shape[1]
     group = nh // nkv
-    cap = k_cache.shape[0]
+    cap = k_cache.shape[1]
     rows = qt.shape[2]
     ntiles = (T + ATT_BQ - 1) // ATT_BQ
     kv_stride = nkv * hd
@@ -272,9 +272,12 @@ def attention_sinks(q, k_new, v_new, k_cache, v_cache, pos0, ring, window, sinks
         t0 = tile * ATT_BQ
         nt = min(ATT_BQ, T - t0)
         R = nt * group
-        Q, A, M, L = qt[item], acct[item], ml[item, 0], ml[item, 1]
-        LO, HI = lohi[item, 0], lohi[item, 1]
-        for r in range(rows):  # row r: token t0 + r // group, head g * group + r % group
+        # the kernel's rows: the tile's, padded to 8; its [hd, R8] arrays packed at the start
+        # of the item's buffers (a decoding step's 8 rows then sit in 16 cache lines)
+        R8 = (R + 7) // 8 * 8
+        Q, A = qt[item].ravel()[:hd * R8].reshape(hd, R8), acct[item].ravel()[:hd * R8].reshape(hd, R8)
+        M, L, LO, HI = ml[item, 0], ml[item, 1], lohi[item, 0], lohi[item, 1]
+        for r in range(R8):  # row r: token t0 + r // group, head g * group + r % group
             if r < R:
                 t, h = t0 + r // group, g * group + r % group
                 for i in range(hd):
@@ -297,9 +300,9 @@ def attention_sinks(q, k_new, v_new, k_cache, v_cache, pos0, ring, window, sinks
                 vp = v_new.ctypes.data + ((j - pos0) * nkv + g) * hd * 4
                 stride = kv_stride
             elif j + n <= pos0 and c + n <= cap:
-                kp = k_cache.ctypes.data + (c * nkv + g) * hd * 4
-                vp = v_cache.ctypes.data + (c * nkv + g) * hd * 4
-                stride = kv_stride
+                kp = k_cache.ctypes.data + (g * cap + c) * hd * 4
+                vp = v_cache.ctypes.data + (g * cap + c) * hd * 4
+                stride = hd
             else:  # spans the cache and the new keys, or the ring's wrap: gather
                 K, V = kb[item], vb[item]
                 for jj in range(n):
@@ -311,10 +314,10 @@ def attention_sinks(q, k_new, v_new, k_cache, v_cache, pos0, ring, window, sinks
                     else:
                         cj = pj % cap if ring else pj
                         for i in range(hd):
-                            K[jj, i] = k_cache[cj, g, i]
-                            V[jj, i] = v_cache[cj, g, i]
+                            K[jj, i] = k_cache[g, cj, i]
+                            V[jj, i] = v_cache[g, cj, i]
                 kp, vp, stride = K.ctypes.data, V.ctypes.data, hd
-            for r in range(rows):
+            for r in range(R8):
                 if r < R:
                     p = p_first + r // group
                     a = j if window == 0 else max(j, p - window + 1)
@@ -323,7 +326,7 @@ def attention_sinks(q, k_new, v_new, k_cache, v_cache, pos0, ring, window, sinks
                 else:
                     LO[r] = 0
                     HI[r] = 0
-            eo_f32_attention_block(Q.ctypes.data, rows, hd, kp, vp, stride, n, LO.ctypes.data,
+            eo_f32_attention_block(Q.ctypes.data, R8, hd, kp, vp, stride, n, LO.ctypes.data,
                                    HI.ctypes.data, M.ctypes.data, L.ctypes.data, A.ctypes.data,
                                    sc[item].ctypes.data)
             j += n
@@ -336,14 +339,15 @@ def attention_sinks(q, k_new, v_new, k_cache, v_cache, pos0, ring, window, sinks
 
 @njit(cache=True, nogil=True)
 def kv_store(k_new, v_new, k_cache, v_cache, pos0, ring):
-    """Append positions pos0.. to the cache (a ring keeps only its last `cap` positions)."""
+    """Append positions pos0.. ([T, nkv, hd]) to the cache ([nkv, cap, hd]; a ring keeps only
+    its last `cap` positions)."""
     T = k_new.shape[0]
-    cap = k_cache.shape[0]
+    cap = k_cache.shape[1]
     first = max(0, T - cap) if ring else 0
     for t in range(first, T):
         c = (pos0 + t) % cap if ring else pos0 + t
-        k_cache[c] = k_new[t]
-        v_cache[c] = v_new[t]
+        k_cache[:, c] = k_new[t]
+        v_cache[:, c] = v_new[t]
 
 
 # -- mixture of experts -------------------------------------------------------------------

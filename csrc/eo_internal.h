@@ -64,10 +64,12 @@ typedef void (*eo_f32_mxfp4w_fn)(const uint8_t *wq, const uint8_t *we, int64_t n
 typedef void (*eo_f32_bf16w_fn)(const uint16_t *w, int64_t nrows, int64_t k,
                                 const float *x, int64_t ntok, float *out, int64_t out_stride);
 
-typedef void (*eo_f32_attention_fn)(const float *qt, int64_t rows, int64_t hd, const float *k,
-                                    const float *v, int64_t kv_stride, int64_t nkeys,
-                                    const int32_t *lo, const int32_t *hi, float *m, float *l,
-                                    float *acct, float *scores);
+/* eo_f32_attention_block's type (a function type, so that it also declares each level's) */
+typedef void eo_f32_attention_kernel(const float *qt, int64_t rows, int64_t hd, const float *k,
+                                     const float *v, int64_t kv_stride, int64_t nkeys,
+                                     const int32_t *lo, const int32_t *hi, float *m, float *l,
+                                     float *acct, float *scores);
+typedef eo_f32_attention_kernel *eo_f32_attention_fn;
 
 typedef struct eo_kernels {
     const char *variant;
@@ -81,18 +83,8 @@ typedef struct eo_kernels {
 } eo_kernels;
 
 /* eo_f32_attention_block of each level (attention.c) */
-void eo_attention_block_scalar(const float *qt, int64_t rows, int64_t hd, const float *k,
-                               const float *v, int64_t kv_stride, int64_t nkeys, const int32_t *lo,
-                               const int32_t *hi, float *m, float *l, float *acct, float *scores);
-void eo_attention_block_avx2(const float *qt, int64_t rows, int64_t hd, const float *k,
-                             const float *v, int64_t kv_stride, int64_t nkeys, const int32_t *lo,
-                             const int32_t *hi, float *m, float *l, float *acct, float *scores);
-void eo_attention_block_avx512(const float *qt, int64_t rows, int64_t hd, const float *k,
-                               const float *v, int64_t kv_stride, int64_t nkeys, const int32_t *lo,
-                               const int32_t *hi, float *m, float *l, float *acct, float *scores);
-void eo_attention_block_neon(const float *qt, int64_t rows, int64_t hd, const float *k,
-                             const float *v, int64_t kv_stride, int64_t nkeys, const int32_t *lo,
-                             const int32_t *hi, float *m, float *l, float *acct, float *scores);
+eo_f32_attention_kernel eo_attention_block_scalar, eo_attention_block_avx2, eo_attention_block_avx512,
+    eo_attention_block_neon;
 
 /* Each fills *k and returns 1 if that level is compiled in, else returns 0. */
 int eo_kernels_scalar(eo_kernels *k);

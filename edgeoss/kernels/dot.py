@@ -64,7 +64,7 @@ _SIGNATURES = {
     "eo_f32_mxfp4w_matmul": "ppiipipi",      # wq, we, nrows, nb, x, ntok, out, out_stride
     "eo_f32_bf16w_matmul": "piipipi",        # w, nrows, k, x, ntok, out, out_stride
     # qt, rows, hd, k, v, kv_stride, nkeys, lo, hi, m, l, acct, scores
-    "eo_f32_attention_block": "piippiippppp" + "p",
+    "eo_f32_attention_block": "piippiipppppp",
 }
 KERNEL_NAMES = tuple(_SIGNATURES)
 

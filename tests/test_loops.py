@@ -39,7 +39,7 @@ def test_qkv_split_adds_bias_and_rotates_halves():
 
 
 def test_exp_inplace_is_accurate_and_clamps():
-    """The vectorized exp used by attention and swiglu: float32-accurate over the range that
+    """The vectorized exp used by swiglu (attention's C kernel evaluates the same polynomial): float32-accurate over the range that
     matters, only the requested slice touched, and no inf / NaN far outside it."""
     x = np.concatenate([np.linspace(-87, 87, 1001), [-1e4, 1e4, 0.0]]).astype(np.float32)
     got = x.copy()

@@ -261,7 +261,6 @@ def attention_sinks(q, k_new, v_new, k_cache, v_cache, pos0, ring, window, sinks
     nkv = k_new.shape[1]
     group = nh // nkv
     cap = k_cache.shape[1]
-    rows = qt.shape[2]
     ntiles = (T + ATT_BQ - 1) // ATT_BQ
     kv_stride = nkv * hd
     for item in prange(nkv * ntiles):

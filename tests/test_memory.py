@@ -171,6 +171,20 @@ def test_prefetch_simulator_learns_cross_layer_routing():
     assert pf == phits and phits > 0.5 * (misses - layer0_misses)
 
 
+def test_lookahead_simulator_runs_from_lfru_to_the_optimum():
+    # tools/simulate_lookahead.py backs docs/MEMORY.md's bound on what an online policy can reach:
+    # no foresight must be exactly LFRU, foresight over the whole trace exactly Belady
+    sys.path.insert(0, str(REPO / "tools"))
+    from simulate_lookahead import hit_rate
+    tr = skewed_trace(500, 3, 16, 4, seed=2)
+    for slots in (5, 8):
+        lfru = cp.simulate([tr], slots, "lfru", num_experts=16)
+        opt = cp.simulate([tr], slots, "belady", num_experts=16)
+        assert hit_rate([tr], slots, 0) == lfru
+        assert hit_rate([tr], slots, 10**6) == opt
+        assert lfru < hit_rate([tr], slots, 1) <= opt  # one token of foresight already pays here
+
+
 # -- the engine's cache -------------------------------------------------------------------------------
 
 def streaming_budget(path, slots, context=4096):

@@ -119,18 +119,26 @@ def simulate_layer(experts, num_experts, slots, policy, decay):
 
 
 @njit(cache=True)
-def belady_layer(experts, num_experts, slots):
-    """Hits of Belady's optimum on one layer: on a miss with no free slot, evict the cached
-    expert (not needed this step) whose next use is farthest away."""
+def next_use_steps(experts, num_experts):
+    """[T, k]: the step after t where experts[t, j] is used again (T + 1 for never)."""
     T, k = experts.shape
-    INF = T + 1
-    nxt = np.full(num_experts, INF, np.int64)
-    next_use = np.empty((T, k), np.int64)   # the step after t where experts[t, j] is used again
+    nxt = np.full(num_experts, T + 1, np.int64)
+    next_use = np.empty((T, k), np.int64)
     for t in range(T - 1, -1, -1):
         for j in range(k):
             next_use[t, j] = nxt[experts[t, j]]
         for j in range(k):
             nxt[experts[t, j]] = t
+    return next_use
+
+
+@njit(cache=True)
+def belady_layer(experts, num_experts, slots):
+    """Hits of Belady's optimum on one layer: on a miss with no free slot, evict the cached
+    expert (not needed this step) whose next use is farthest away."""
+    T, k = experts.shape
+    INF = T + 1
+    next_use = next_use_steps(experts, num_experts)
     when = np.full(num_experts, INF, np.int64)  # next use of each cached expert
     cached = np.zeros(num_experts, np.bool_)
     need = np.zeros(num_experts, np.bool_)

@@ -27,15 +27,8 @@ from edgeoss.routing_trace import concatenated, load_trace  # noqa: E402
 def replay_layer(experts, num_experts, slots, decay, look):
     """Hits on one layer's choices experts [steps, k] with `look` steps of foresight."""
     T, k = experts.shape
-    never = T + 1
-    nxt = np.full(num_experts, never, np.int64)
-    next_use = np.empty((T, k), np.int64)  # the step after t where experts[t, j] is used again
-    for t in range(T - 1, -1, -1):
-        for j in range(k):
-            next_use[t, j] = nxt[experts[t, j]]
-        for j in range(k):
-            nxt[experts[t, j]] = t
-    when = np.full(num_experts, never, np.int64)
+    next_use = cp.next_use_steps(experts, num_experts)
+    when = np.full(num_experts, T + 1, np.int64)
     cached = np.zeros(num_experts, np.bool_)
     need = np.zeros(num_experts, np.bool_)
     last = np.full(num_experts, -1e30)

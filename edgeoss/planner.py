@@ -25,8 +25,10 @@ MiB = 1 << 20
 RUNTIME_MARGIN = 128 * MiB
 # Left to the OS and other programs when no budget is given: 10% of RAM, at least 1 GiB.
 HEADROOM_FRACTION, HEADROOM_MIN = 0.10, 1 * GiB
-# Decoding reaches ~70% of the memory-bandwidth roofline here (BENCHMARKS.md): used to predict speed.
-DECODE_EFFICIENCY = 0.70
+# Fraction of the memory-bandwidth roofline decoding reaches here, used to predict speed: the
+# median of the 8 q8 runs of BENCHMARKS.md's rounds 7-8 (0.73-0.98) since the 256-row decode
+# tiles and huge pages (0.70 before them).
+DECODE_EFFICIENCY = 0.85
 
 # Hit rate of the default policy (LFRU, edgeoss.cache_policy) against slots per layer 4..32,
 # replayed over the real routing of gpt-oss-20b (../shared/routing, 125,771 tokens). Random

@@ -13,7 +13,9 @@ Policies:
   half-life is LFU, a short one is LRU; gpt-oss's routing has both hot experts and runs of
   reuse, which the middle catches (see `edgeoss plan --simulate`).
 - Belady's optimum (evict the expert used farthest in the future) needs the future, so it
-  exists only in the simulator, as the bound to measure the others against.
+  exists only in the simulator, as the bound to measure the others against; so does LFRU told
+  the next few steps (`foresight_layer`, whose unlimited window is Belady), which measures how
+  much foresight the gap between them would take.
 """
 
 from __future__ import annotations
@@ -133,15 +135,20 @@ def next_use_steps(experts, num_experts):
 
 
 @njit(cache=True)
-def belady_layer(experts, num_experts, slots):
-    """Hits of Belady's optimum on one layer: on a miss with no free slot, evict the cached
-    expert (not needed this step) whose next use is farthest away."""
+def foresight_layer(experts, num_experts, slots, decay, look):
+    """Hits on one layer's choices experts [steps, k] of LFRU *told* the next `look` steps (an
+    oracle, simulator only): on a miss with no free slot it evicts, among the cached experts this
+    step does not need, the one with the lowest LFRU score that is not used within the window,
+    and if every one is, the one used farthest ahead. look = 0 is LFRU; look >= steps is
+    Belady's optimum (evict the expert used farthest in the future)."""
     T, k = experts.shape
-    INF = T + 1
     next_use = next_use_steps(experts, num_experts)
-    when = np.full(num_experts, INF, np.int64)  # next use of each cached expert
+    when = np.full(num_experts, T + 1, np.int64)  # next use of each expert after its last one
     cached = np.zeros(num_experts, np.bool_)
     need = np.zeros(num_experts, np.bool_)
+    last = np.full(num_experts, -1e30)
+    crf = np.zeros(num_experts)
+    ones = np.ones(k)
     n_cached = 0
     hits = 0
     for t in range(T):
@@ -151,16 +158,22 @@ def belady_layer(experts, num_experts, slots):
             e = experts[t, j]
             if cached[e]:
                 hits += 1
-            else:
-                if n_cached == slots:
-                    far, far_e = -1, -1
-                    for c in range(num_experts):
-                        if cached[c] and not need[c] and when[c] > far:
-                            far, far_e = when[c], c
-                    cached[far_e] = False
-                    n_cached -= 1
-                cached[e] = True
-                n_cached += 1
+                continue
+            if n_cached == slots:
+                victim, v_soon, v_key = -1, True, 0.0
+                for c in range(num_experts):
+                    if not cached[c] or need[c]:
+                        continue
+                    soon = when[c] - t <= look
+                    # outside the window: lowest LFRU score; inside: farthest next use
+                    key = -float(when[c]) if soon else _score(POLICY_LFRU, c, float(t), last, crf, decay)
+                    if victim < 0 or (v_soon and not soon) or (soon == v_soon and key < v_key):
+                        victim, v_soon, v_key = c, soon, key
+                cached[victim] = False
+                n_cached -= 1
+            cached[e] = True
+            n_cached += 1
+        touch(experts[t], ones, k, float(t), last, crf, decay)
         for j in range(k):
             when[experts[t, j]] = next_use[t, j]
             need[experts[t, j]] = False
@@ -182,7 +195,7 @@ def simulate(sequences, slots: int, policy: str, halflife: float = DEFAULT_HALFL
     for layer in range(allsteps.shape[1]):
         ex = np.ascontiguousarray(allsteps[:, layer, :])
         if policy == "belady":
-            hits += belady_layer(ex, E, slots)
+            hits += foresight_layer(ex, E, slots, 0.0, ex.shape[0])
         else:
             hits += simulate_layer(ex, E, slots, POLICIES[policy], decay_of(halflife))
     return hits / allsteps.size

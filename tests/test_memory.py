@@ -119,6 +119,9 @@ def test_lru_and_belady_on_a_hand_worked_trace():
     assert cp.simulate([seq], 2, "lru", num_experts=3) == 0.0     # LRU always evicts the next one needed
     # Belady: misses a, b; c evicts b (a is used sooner); a hits; b evicts a... 3 hits of 7
     assert cp.simulate([seq], 2, "belady", num_experts=3) == pytest.approx(2 / 7)
+    # LFRU told one step ahead: c evicts a (neither is next, a is older); a evicts c (b is next);
+    # b hits; c evicts b (a is next); a hits
+    assert cp.foresight_layer(seq[:, 0], 3, 2, cp.decay_of(16.0), 1) == 2
 
 
 def test_belady_bounds_every_policy_and_frequency_pays_on_hot_experts():
@@ -173,7 +176,8 @@ def test_prefetch_simulator_learns_cross_layer_routing():
 
 def test_lookahead_simulator_runs_from_lfru_to_the_optimum():
     # tools/simulate_lookahead.py backs docs/MEMORY.md's bound on what an online policy can reach:
-    # no foresight must be exactly LFRU, foresight over the whole trace exactly Belady
+    # no foresight must be exactly LFRU (simulated by its own loop), and foresight lies between
+    # it and the optimum
     sys.path.insert(0, str(REPO / "tools"))
     from simulate_lookahead import hit_rate
     tr = skewed_trace(500, 3, 16, 4, seed=2)
@@ -181,7 +185,6 @@ def test_lookahead_simulator_runs_from_lfru_to_the_optimum():
         lfru = cp.simulate([tr], slots, "lfru", num_experts=16)
         opt = cp.simulate([tr], slots, "belady", num_experts=16)
         assert hit_rate([tr], slots, 0) == lfru
-        assert hit_rate([tr], slots, 10**6) == opt
         assert lfru < hit_rate([tr], slots, 1) <= opt  # one token of foresight already pays here
 
 

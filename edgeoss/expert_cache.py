@@ -103,11 +103,11 @@ class ExpertCache:
         self.clock[li] += 1
         pinned = self._pinned
         pinned[needed] = True
-        (xe, xq, xd, gu, act, aq, ad, y, row_of, expert_of, start, gexp, nxt, bits) = scratch
+        (xe, xq, xd, gu, act, aq, ad, y, row_of, expert_of, start, gexp, nxt, bits, hq, hd) = scratch
         cfg = self.config
         H, I = cfg.hidden_size, cfg.intermediate_size
         blob = self.pool[li]
-        ngroups = loops.moe_route(h, idx, order, use_q8, xe, xq, xd, row_of, expert_of, start, gexp, nxt)
+        ngroups = loops.moe_route(h, idx, order, use_q8, xe, xq, xd, row_of, expert_of, start, gexp, nxt, hq, hd)
         done, ready, next_miss = 0, hits.size, 0   # groups [0, ready) are in their slots
         inflight: list = []
         try:

@@ -23,12 +23,25 @@ from .kvcache import KVCache
 PREFILL_CHUNK = 512  # tokens per forward chunk: bounds the work buffers; experts get ~64 tokens each
 
 
+# placeholders for the arrays a matrix of the other kind has (see loops.matmul)
+_NO_BLOCKS, _NO_BITS = np.zeros((0, 1, 32), np.int8), np.zeros((0, 1), np.uint16)
+_NO_XQ, _NO_XD = np.zeros((0, 32), np.int8), np.zeros((0, 1), np.float32)
+
+
 @dataclass
 class Matrix:
     """A [rows, cols] weight matrix as stored: q8 / q4 blocks or bf16 bits."""
 
     kind: str
     arrays: dict
+
+    def __post_init__(self):
+        # (kind, blocks, fp16 scale bits, bf16 bits): how loops.matmul takes it
+        if self.kind == "bf16":
+            self.parts = (loops.KIND_BF16, _NO_BLOCKS, _NO_BITS, self.arrays["data"])
+        else:
+            kind = loops.KIND_Q8 if self.kind == "q8" else loops.KIND_Q4
+            self.parts = (kind, self.arrays["qs"], self.arrays["scales"].view(np.uint16), _NO_BITS)
 
     @property
     def rows(self) -> int:
@@ -38,12 +51,7 @@ class Matrix:
               xd: np.ndarray | None = None) -> np.ndarray:
         """out float32 [T, rows] = x float32 [T, cols] @ W^T. Quantized kinds quantize x into
         the work buffers xq int8 [T, cols] and xd float32 [T, cols / 32]."""
-        if self.kind == "bf16":
-            loops.f32_bf16w_matmul(self.arrays["data"], x, out)
-        else:
-            loops.q8_quantize(x, xq, xd)
-            kind = loops.KIND_Q8 if self.kind == "q8" else loops.KIND_Q4
-            loops.q8x_matmul(kind, self.arrays["qs"], self.arrays["scales"].view(np.uint16), xq, xd, out)
+        loops.matmul(*self.parts, x, _NO_XQ if xq is None else xq, _NO_XD if xd is None else xd, out)
         return out
 
 
@@ -107,6 +115,11 @@ class Layer:
     experts: np.ndarray | None  # uint8 [E, stride]: expert e's bytes are row e (None: streamed)
     expert_offsets: np.ndarray  # int64 [6]: parts inside an expert (see loops.EXP_*)
     sliding: bool
+
+    def __post_init__(self):
+        # the weights loops.attention_block takes, in its order
+        self.attention_weights = (self.attn_norm, *self.qkv.parts, self.qkv_bias, *self.o.parts, self.o_bias,
+                                  self.sinks)
 
 
 def work_arrays(cfg: GptOssConfig, T: int, buf: Buffers) -> dict[str, np.ndarray]:
@@ -252,7 +265,7 @@ class Model:
         cfg = self.config
         T, pos0 = ids.size, self.cache.length
         cos, sin = self._rope_tables(pos0 + T)
-        H, qd, k = cfg.hidden_size, cfg.q_dim, cfg.num_experts_per_tok
+        H = cfg.hidden_size
         scale = np.float32(1.0 / np.sqrt(cfg.head_dim))
         eps = cfg.rms_norm_eps
         B = self._buf
@@ -260,26 +273,17 @@ class Model:
 
         w = work_arrays(cfg, T, B)
         x, h, hq, hd_, qkv, q, kk, v, attn, aq, ad, o, router_logits, idx, wts = w.values()
+        attn_work = (x, h, hq, hd_, qkv, q, kk, v, attn, aq, ad, o)
         self.embed.rows_f32(ids, x, B)   # x: the residual stream; h: the normed input of a block
         forced = self._forced_rows(T)
         for li, (layer, lc) in enumerate(zip(self.layers, self.cache.layers)):
-            # attention block
-            loops.f32_rmsnorm(x, layer.attn_norm, eps, h)
-            layer.qkv.apply(h, qkv, hq, hd_)
-            loops.qkv_split_rope(qkv, layer.qkv_bias, cos, sin, pos0, q, kk, v)
-            loops.attention_sinks(q, kk, v, lc.k, lc.v, pos0, lc.ring, lc.window, layer.sinks, scale, attn,
-                                  *att_scratch)
-            loops.kv_store(kk, v, lc.k, lc.v, pos0, lc.ring)
-            layer.o.apply(attn.reshape(T, qd), o, aq, ad)
-            loops.add_bias_residual(o, layer.o_bias, x)
+            loops.attention_block(*attn_work, *layer.attention_weights, eps, cos, sin, pos0, lc.k, lc.v, lc.ring,
+                                  lc.window, scale, *att_scratch)
             # mixture-of-experts block
-            loops.f32_rmsnorm(x, layer.mlp_norm, eps, h)
-            if forced is None:
-                layer.router.apply(h, router_logits)
-                loops.add_bias(router_logits, layer.router_bias)
-                loops.route_topk(router_logits, k, idx, wts)
-            else:
+            if forced is not None:
                 idx[:], wts[:] = forced[0][:, li], forced[1][:, li]
+            loops.mlp_norm_route(x, layer.mlp_norm, eps, h, layer.router.parts[3], layer.router_bias,
+                                 router_logits, forced is None, idx, wts)
             routing[:, li] = idx
             if self.expert_cache is None:
                 loops.moe(h, idx, wts, layer.experts, self.all_experts, layer.expert_offsets, H,

@@ -118,7 +118,7 @@ def test_route_topk_softmax_over_chosen():
 
 def test_swiglu_clamps_and_adds_one():
     """Rows of interleaved gate / linear outputs, each with its expert's bias from the blob."""
-    n, I = 5, 40
+    n, I = 5, 96  # I a multiple of 32, as quantizing the rows needs
     gu = rng.standard_normal((n, 2 * I)).astype(np.float32) * 6
     gu[0, :8] = [-200, 3, 50, -50, 7.5, 9, -0.0, 0]  # far below / above the clamps, and zeros
     biases = rng.standard_normal((2, 2 * I)).astype(np.float32)
@@ -128,10 +128,15 @@ def test_swiglu_clamps_and_adds_one():
     expert_of = np.array([0, 1, 1, 0, 1], np.int64)
     out = np.empty((n, I), np.float32)
     z = (gu + biases[expert_of]).astype(np.float64)
+    aq, ad = np.empty((n, I), np.int8), np.empty((n, I // 32), np.float32)
     loops.swiglu_rows(gu, blob, np.arange(2, dtype=np.int64), offs, expert_of, I, np.float32(7.0),
-                      np.float32(1.702), out, np.empty((n, I), np.int32))
+                      np.float32(1.702), out, np.empty((n, I), np.int32), True, aq, ad)
     g, l = np.minimum(z[:, 0::2], 7), np.clip(z[:, 1::2], -7, 7)
     np.testing.assert_allclose(out, g / (1 + np.exp(-1.702 * g)) * (l + 1), rtol=1e-5, atol=1e-5)
+    # each row also quantized, as the down matrix takes it
+    from edgeoss.kernels import dot
+    want_q, want_d = dot.q8_quantize(out)
+    assert np.array_equal(aq, want_q) and np.array_equal(ad, want_d)
 
 
 def _expert_blob(H, I, E):

@@ -43,8 +43,8 @@ def decode_tile_rows(total_rows):
     return max(ROW_TILE, min(DECODE_TILE_ROWS, rt))
 
 
-# quantized matrix kinds, as passed to `q8x_matmul` (an int so one compiled loop serves them all)
-KIND_Q8, KIND_Q4 = 0, 1
+# stored matrix kinds, as passed to `q8x_matmul` and `matmul` (an int so one compiled loop serves them all)
+KIND_Q8, KIND_Q4, KIND_BF16 = 0, 1, 2
 
 # Offsets (bytes, inside one expert's range) of its six parts, in this order:
 EXP_GU_BLOCKS, EXP_GU_SCALES, EXP_GU_BIAS, EXP_DOWN_BLOCKS, EXP_DOWN_SCALES, EXP_DOWN_BIAS = range(6)
@@ -58,17 +58,29 @@ def q8_quantize(x, xq, xd):
     eo_q8_quantize(x.ctypes.data, x.size, xq.ctypes.data, xd.ctypes.data)
 
 
+@njit(cache=True, nogil=True)
+def _rmsnorm_row(x, w, eps, out):
+    H = x.shape[0]
+    ss = 0.0
+    for i in range(H):
+        ss += np.float64(x[i]) * x[i]
+    inv = 1.0 / math.sqrt(ss / H + eps)
+    for i in range(H):
+        out[i] = np.float32(x[i] * inv) * w[i]
+
+
+# The row-wise loops below run a single token (decoding) on the calling thread: a parallel
+# region for one row would only add its launch and the other thread's wake-up.
+
 @njit(parallel=True, cache=True, nogil=True)
 def f32_rmsnorm(x, w, eps, out):
     """out[t] = x[t] / sqrt(mean(x[t]^2) + eps) * w   (x [T, H], w [H])."""
-    T, H = x.shape
+    T = x.shape[0]
+    if T == 1:
+        _rmsnorm_row(x[0], w, eps, out[0])
+        return
     for t in prange(T):
-        ss = 0.0
-        for i in range(H):
-            ss += np.float64(x[t, i]) * x[t, i]
-        inv = 1.0 / math.sqrt(ss / H + eps)
-        for i in range(H):
-            out[t, i] = np.float32(x[t, i] * inv) * w[i]
+        _rmsnorm_row(x[t], w, eps, out[t])
 
 
 # -- dense matrices ---------------------------------------------------------------------
@@ -95,6 +107,18 @@ def q8x_matmul(kind, wq, wd, xq, xd, out):
                              xq.ctypes.data, xd.ctypes.data, T, out.ctypes.data + r0 * 4, R)
 
 
+@njit(cache=True, nogil=True)
+def matmul(kind, qs, scales, bf16, x, xq, xd, out):
+    """out [T, R] = x [T, K] @ W^T for a stored matrix: KIND_Q8 / KIND_Q4 blocks (qs, fp16 scale
+    bits; x is first quantized into the work buffers xq, xd) or KIND_BF16 bits (bf16). The
+    arrays of the other kind are placeholders."""
+    if kind == KIND_BF16:
+        f32_bf16w_matmul(bf16, x, out)
+    else:
+        q8_quantize(x, xq, xd)
+        q8x_matmul(kind, qs, scales, xq, xd, out)
+
+
 @njit(parallel=True, cache=True, nogil=True)
 def f32_bf16w_matmul(w, x, out):
     """out[T, R] = x[T, K] @ W^T with W as bf16 bits [R, K] (attention in the bf16 preset, routers)."""
@@ -106,19 +130,28 @@ def f32_bf16w_matmul(w, x, out):
         eo_f32_bf16w_matmul(w.ctypes.data + r0 * K * 2, n, K, x.ctypes.data, T, out.ctypes.data + r0 * 4, R)
 
 
-@njit(parallel=True, cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def add_bias(out, bias):
-    for t in prange(out.shape[0]):
+    for t in range(out.shape[0]):
         for r in range(out.shape[1]):
             out[t, r] += bias[r]
+
+
+@njit(cache=True, nogil=True)
+def _add_bias_residual_row(o, bias, x):
+    for r in range(x.shape[0]):
+        x[r] += o[r] + bias[r]
 
 
 @njit(parallel=True, cache=True, nogil=True)
 def add_bias_residual(o, bias, x):
     """x += o + bias (the attention block's output projection joining the residual stream)."""
-    for t in prange(x.shape[0]):
-        for r in range(x.shape[1]):
-            x[t, r] += o[t, r] + bias[r]
+    T = x.shape[0]
+    if T == 1:
+        _add_bias_residual_row(o[0], bias, x[0])
+        return
+    for t in prange(T):
+        _add_bias_residual_row(o[t], bias, x[t])
 
 
 # float32 value of every fp16 bit pattern: a 256 KiB table beats converting in jitted code
@@ -216,27 +249,36 @@ def qkv_split_rope(qkv, bias, cos, sin, pos0, q, k, v):
     """Fused q|k|v projection [T, (nh + 2 nkv) hd] plus bias -> q [T, nh, hd], k, v [T, nkv, hd],
     with RoPE on q and k at positions pos0..: each head's halves (x1, x2) become
     (x1 c - x2 s, x2 c + x1 s); cos/sin [positions, hd/2] already carry YaRN's scaling."""
-    T, nh, hd = q.shape
-    nkv = k.shape[1]
-    half = hd // 2
-    kofs, vofs = nh * hd, (nh + nkv) * hd
+    T = q.shape[0]
+    if T == 1:
+        _qkv_rope_row(qkv[0], bias, cos[pos0], sin[pos0], q[0], k[0], v[0])
+        return
     for t in prange(T):
-        p = pos0 + t
-        for h in range(nh + nkv):
-            c0 = h * hd
-            for i in range(half):
-                a = qkv[t, c0 + i] + bias[c0 + i]
-                b = qkv[t, c0 + i + half] + bias[c0 + i + half]
-                c, s = cos[p, i], sin[p, i]
-                if h < nh:
-                    q[t, h, i] = a * c - b * s
-                    q[t, h, i + half] = b * c + a * s
-                else:
-                    k[t, h - nh, i] = a * c - b * s
-                    k[t, h - nh, i + half] = b * c + a * s
-        for h in range(nkv):
-            for i in range(hd):
-                v[t, h, i] = qkv[t, vofs + h * hd + i] + bias[vofs + h * hd + i]
+        _qkv_rope_row(qkv[t], bias, cos[pos0 + t], sin[pos0 + t], q[t], k[t], v[t])
+
+
+@njit(cache=True, nogil=True)
+def _qkv_rope_row(qkv, bias, cos, sin, q, k, v):
+    """One token of qkv_split_rope: q [nh, hd], k / v [nkv, hd]; cos / sin [hd / 2] at its position."""
+    nh, hd = q.shape
+    nkv = k.shape[0]
+    half = hd // 2
+    vofs = (nh + nkv) * hd
+    for h in range(nh + nkv):
+        c0 = h * hd
+        for i in range(half):
+            a = qkv[c0 + i] + bias[c0 + i]
+            b = qkv[c0 + i + half] + bias[c0 + i + half]
+            c, s = cos[i], sin[i]
+            if h < nh:
+                q[h, i] = a * c - b * s
+                q[h, i + half] = b * c + a * s
+            else:
+                k[h - nh, i] = a * c - b * s
+                k[h - nh, i + half] = b * c + a * s
+    for h in range(nkv):
+        for i in range(hd):
+            v[h, i] = qkv[vofs + h * hd + i] + bias[vofs + h * hd + i]
 
 
 @njit(parallel=True, cache=True, nogil=True)
@@ -379,11 +421,15 @@ def moe_scratch(T: int, H: int, I: int, E: int, k: int) -> tuple:
     return (np.empty((n, H), f32), np.empty((n, H), np.int8), np.empty((n, H // 32), f32),
             np.empty((n, 2 * I), f32), np.empty((n, I), f32), np.empty((n, I), np.int8),
             np.empty((n, I // 32), f32), np.empty((n, H), f32), np.empty(n, np.int64), np.empty(n, np.int64),
-            np.empty(E + 1, np.int64), np.empty(E, np.int64), np.empty(E, np.int64), np.empty((n, I), np.int32))
+            np.empty(E + 1, np.int64), np.empty(E, np.int64), np.empty(E, np.int64), np.empty((n, I), np.int32),
+            np.empty((T, H), np.int8), np.empty((T, H // 32), f32))
 
 
 @njit(parallel=True, cache=True, nogil=True)
 def _quantize_rows(x, xq, xd):
+    if x.shape[0] == 1:
+        eo_q8_quantize(x.ctypes.data, x.shape[1], xq.ctypes.data, xd.ctypes.data)
+        return
     for r in prange(x.shape[0]):
         eo_q8_quantize(x[r].ctypes.data, x.shape[1], xq[r].ctypes.data, xd[r].ctypes.data)
 
@@ -416,11 +462,12 @@ def _experts_matmul(part_blocks, part_scales, R, nb, use_q8, blob, slot_of, offs
 
 
 @njit(parallel=True, cache=True, nogil=True, fastmath=_VEC_MATH)
-def swiglu_rows(gu, blob, slot_of, offs, expert_of, I, limit, alpha, out, bits):
+def swiglu_rows(gu, blob, slot_of, offs, expert_of, I, limit, alpha, out, bits, use_q8, aq, ad):
     """gpt-oss's activation on every row, with the gate_up bias of the row's expert
     expert_of[row]: gate_up rows interleave gate g (even) and linear l (odd) outputs; with
     biases added, g is clamped above at limit, l to +-limit, and out = g sigmoid(alpha g) (l + 1).
-    gu is overwritten (its first half holds exp(-alpha g)); bits: int32 rows as wide as out."""
+    gu is overwritten (its first half holds exp(-alpha g)); bits: int32 rows as wide as out.
+    With use_q8, each row of out is also quantized into aq, ad (the down matrix's input)."""
     for r in prange(gu.shape[0]):
         o = offs[EXP_GU_BIAS]
         bias = blob[slot_of[expert_of[r]], o:o + 8 * I].view(np.float32)
@@ -433,42 +480,63 @@ def swiglu_rows(gu, blob, slot_of, offs, expert_of, I, limit, alpha, out, bits):
         exp_inplace(e, bits[r], 0, I)
         for j in range(I):
             out[r, j] /= np.float32(1.0) + e[j]
+        if use_q8:
+            eo_q8_quantize(out[r].ctypes.data, I, aq[r].ctypes.data, ad[r].ctypes.data)
+
+
+@njit(cache=True, nogil=True)
+def _add_down_bias_row(y, e, blob, slot_of, offs):
+    o = offs[EXP_DOWN_BIAS]
+    bias = blob[slot_of[e], o:o + 4 * y.shape[0]].view(np.float32)
+    for i in range(y.shape[0]):
+        y[i] += bias[i]
 
 
 @njit(parallel=True, cache=True, nogil=True)
 def _add_down_bias(y, expert_of, blob, slot_of, offs):
-    """y[r] += the down bias of row r's expert."""
-    H = y.shape[1]
-    o = offs[EXP_DOWN_BIAS]
-    for r in prange(y.shape[0]):
-        bias = blob[slot_of[expert_of[r]], o:o + 4 * H].view(np.float32)
-        for i in range(H):
-            y[r, i] += bias[i]
+    """y[r] += the down bias of row r's expert (a token's few rows on the calling thread)."""
+    n = y.shape[0]
+    if n <= 8:
+        for r in range(n):
+            _add_down_bias_row(y[r], expert_of[r], blob, slot_of, offs)
+        return
+    for r in prange(n):
+        _add_down_bias_row(y[r], expert_of[r], blob, slot_of, offs)
+
+
+@njit(cache=True, nogil=True)
+def _combine_row(y, row_of, idx, wts, t, out):
+    k = idx.shape[1]
+    for s in range(k):
+        r = row_of[t * k + s]
+        w = wts[t, s]
+        for i in range(out.shape[0]):
+            out[i] += w * y[r, i]
 
 
 @njit(parallel=True, cache=True, nogil=True)
 def moe_combine(y, row_of, idx, wts, out):
     """out[t] += sum over t's experts s of wts[t, s] * y[row of (t, s)], in s order (so the sum
     is the same however the experts were computed)."""
-    T, k = idx.shape
-    H = out.shape[1]
+    T = idx.shape[0]
+    if T == 1:
+        _combine_row(y, row_of, idx, wts, 0, out[0])
+        return
     for t in prange(T):
-        for s in range(k):
-            r = row_of[t * k + s]
-            w = wts[t, s]
-            for i in range(H):
-                out[t, i] += w * y[r, i]
+        _combine_row(y, row_of, idx, wts, t, out[t])
 
 
 @njit(cache=True, nogil=True)
-def moe_route(h, idx, order, use_q8, xe, xq, xd, row_of, expert_of, start, gexp, nxt):
+def moe_route(h, idx, order, use_q8, xe, xq, xd, row_of, expert_of, start, gexp, nxt, hq, hd):
     """Sort the (token, expert) pairs of idx [T, k] into one group of rows per active expert,
     groups in the order experts appear in `order` (a permutation of all experts): group g is
-    expert gexp[g], rows start[g]:start[g+1] of xe (a copy of h[t] per pair; quantized into
-    xq, xd when use_q8); row_of[t * k + s] is pair (t, s)'s row. Returns the group count."""
+    expert gexp[g], rows start[g]:start[g+1] of xe (a copy of h[t] per pair) or, when use_q8,
+    of xq, xd (h[t] quantized once per token into hq, hd, then copied); row_of[t * k + s] is
+    pair (t, s)'s row. Returns the group count."""
     T, k = idx.shape
     E = order.shape[0]
-    n = T * k
+    if use_q8:
+        _quantize_rows(h, hq[:T], hd[:T])
     nxt[:] = 0
     for t in range(T):
         for s in range(k):
@@ -489,9 +557,11 @@ def moe_route(h, idx, order, use_q8, xe, xq, xd, row_of, expert_of, start, gexp,
             nxt[e] += 1
             row_of[t * k + s] = r
             expert_of[r] = e
-            xe[r] = h[t]
-    if use_q8:
-        _quantize_rows(xe[:n], xq[:n], xd[:n])
+            if use_q8:
+                xq[r] = hq[t]
+                xd[r] = hd[t]
+            else:
+                xe[r] = h[t]
     return ngroups
 
 
@@ -507,9 +577,8 @@ def moe_experts(g0, g1, blob, slot_of, offs, H, I, use_q8, limit, alpha, xe, xq,
     r0, r1 = start[g0], start[g1]
     _experts_matmul(EXP_GU_BLOCKS, EXP_GU_SCALES, 2 * I, H // 32, use_q8, blob, slot_of, offs, gexp[g0:g1],
                     start[g0:g1 + 1], g1 - g0, xe, xq, xd, gu)
-    swiglu_rows(gu[r0:r1], blob, slot_of, offs, expert_of[r0:r1], I, limit, alpha, act[r0:r1], bits[r0:r1])
-    if use_q8:
-        _quantize_rows(act[r0:r1], aq[r0:r1], ad[r0:r1])
+    swiglu_rows(gu[r0:r1], blob, slot_of, offs, expert_of[r0:r1], I, limit, alpha, act[r0:r1], bits[r0:r1],
+                use_q8, aq[r0:r1], ad[r0:r1])
     _experts_matmul(EXP_DOWN_BLOCKS, EXP_DOWN_SCALES, H, I // 32, use_q8, blob, slot_of, offs, gexp[g0:g1],
                     start[g0:g1 + 1], g1 - g0, act, aq, ad, y)
     _add_down_bias(y[r0:r1], expert_of[r0:r1], blob, slot_of, offs)
@@ -517,7 +586,7 @@ def moe_experts(g0, g1, blob, slot_of, offs, H, I, use_q8, limit, alpha, xe, xq,
 
 @njit(cache=True, nogil=True)
 def moe(h, idx, wts, blob, slot_of, offs, H, I, use_q8, limit, alpha, out,
-        xe, xq, xd, gu, act, aq, ad, y, row_of, expert_of, start, gexp, nxt, bits):
+        xe, xq, xd, gu, act, aq, ad, y, row_of, expert_of, start, gexp, nxt, bits, hq, hd):
     """out[T, H] += sum over each token's experts of weight * expert(h[t]), every expert in
     blob (see `moe_experts`); xe..bits are work buffers from `moe_scratch`.
 
@@ -526,10 +595,44 @@ def moe(h, idx, wts, blob, slot_of, offs, H, I, use_q8, limit, alpha, out,
     repeated GEMVs). The expert cache calls the three steps itself, computing the experts it
     holds while it reads the others."""
     ngroups = moe_route(h, idx, np.arange(slot_of.shape[0]), use_q8, xe, xq, xd, row_of, expert_of, start,
-                        gexp, nxt)
+                        gexp, nxt, hq, hd)
     moe_experts(0, ngroups, blob, slot_of, offs, H, I, use_q8, limit, alpha, xe, xq, xd, gu, act, aq, ad, y,
                 expert_of, start, gexp, bits)
     moe_combine(y, row_of, idx, wts, out)
+
+
+# -- a layer's schedule ----------------------------------------------------------------------
+# Each half of a transformer block is one call from Python, so that decoding a token crosses
+# from Python into compiled code three times a layer rather than once per kernel.
+
+@njit(cache=True, nogil=True)
+def attention_block(x, h, hq, hd, qkv, q, k, v, attn, aq, ad, o,
+                    norm, qkv_kind, qkv_qs, qkv_scales, qkv_bf16, qkv_bias, o_kind, o_qs, o_scales, o_bf16, o_bias,
+                    sinks, eps, cos, sin, pos0, k_cache, v_cache, ring, window, scale, qt, acct, ml, lohi, sc, kb, vb):
+    """x [T, H] += the attention block of tokens at positions pos0.. (their keys and values
+    join the cache). h..o are the chunk's work arrays (see model.work_arrays), qt..vb
+    `attention_scratch`; the weights are the layer's, matrices as `matmul` takes them."""
+    T = x.shape[0]
+    f32_rmsnorm(x, norm, eps, h)
+    matmul(qkv_kind, qkv_qs, qkv_scales, qkv_bf16, h, hq, hd, qkv)
+    qkv_split_rope(qkv, qkv_bias, cos, sin, pos0, q, k, v)
+    attention_sinks(q, k, v, k_cache, v_cache, pos0, ring, window, sinks, scale, attn,
+                    qt, acct, ml, lohi, sc, kb, vb)
+    kv_store(k, v, k_cache, v_cache, pos0, ring)
+    matmul(o_kind, o_qs, o_scales, o_bf16, attn.reshape((T, attn.shape[1] * attn.shape[2])), aq, ad, o)
+    add_bias_residual(o, o_bias, x)
+
+
+@njit(cache=True, nogil=True)
+def mlp_norm_route(x, norm, eps, h, router, router_bias, logits, use_router, idx, wts):
+    """h = the MLP block's normed input; then, if use_router, each token's k experts idx and
+    weights wts [T, k] from the router (bf16 bits [E, H] and its bias); else idx, wts stay as
+    given (a routing trace)."""
+    f32_rmsnorm(x, norm, eps, h)
+    if use_router:
+        f32_bf16w_matmul(router, h, logits)
+        add_bias(logits, router_bias)
+        route_topk(logits, idx.shape[1], idx, wts)
 
 
 # -- sampling -------------------------------------------------------------------------------

@@ -204,20 +204,29 @@ def test_moe_groups_tokens_by_expert():
 
 
 def test_one_token_tiles_cover_every_row():
-    """Decoding runs matrices in tiles of up to DECODE_TILE_ROWS rows (fewer when the matrix is
-    small): every row is computed once, whatever the tile, as the whole-matrix kernel does."""
+    """Decoding runs matrices in nearly equal tiles of at most about DECODE_TILE_ROWS rows,
+    starting at multiples of 16, in counts that 1, 2, 4, 8 or 16 threads share evenly: every
+    row is computed once, whatever the tiles, as the whole-matrix kernel does (prompts' panels too)."""
     from edgeoss.kernels import dot
-    assert [loops.decode_tile_rows(n) for n in (100, 1000, 2050, 11520, 20000)] == [16, 16, 32, 176, 256]
+    for rows, groups in ((16, 1), (100, 1), (2880, 1), (5120, 1), (201088, 1), (5760, 4), (2880, 4), (40, 3)):
+        n = loops.decode_tiles(rows, groups)
+        spans = [loops.tile_span(t, n, rows) for t in range(n)]
+        assert spans[0][0] == 0 and all(a[0] + a[1] == b[0] for a, b in zip(spans, spans[1:]))
+        assert all(r0 % 16 == 0 and nr >= 16 for r0, nr in spans) and sum(nr for _, nr in spans) == rows
+        assert max(nr for _, nr in spans) <= loops.DECODE_TILE_ROWS + 16
+        if rows * groups >= 16 * loops.DECODE_TILE_GRAIN:  # room for an even share
+            assert n * groups % loops.DECODE_TILE_GRAIN == 0
+    assert loops.decode_tiles(2880, 1) == 16 and loops.decode_tiles(5760, 4) == 12
     K = 64
     for R in (16, 1000, 2050, 20000):
         wq = rng.integers(-127, 128, (R, K // 32, 32)).astype(np.int8)
         wd = (np.full((R, K // 32), 0.01, np.float16)).view(np.uint16)
-        for T in (1, 3):
+        for T in (1, 3, 9):
             xq, xd = dot.q8_quantize(rng.standard_normal((T, K)).astype(np.float32))
             out = np.full((T, R), np.nan, np.float32)
             loops.q8x_matmul(loops.KIND_Q8, wq, wd, xq, xd, out)
             np.testing.assert_array_equal(out, dot.matmul_q8_q8w(wq, wd, xq, xd))
-    # experts: 4 of them with 2 * 1024 gate_up rows make 128-row tiles for one token
+    # experts: 4 of them with 2 * 1024 gate_up rows, in several tiles each for one token
     H, I, E, k = 64, 1024, 4, 4
     blob, offs, blob_parts = _expert_blob(H, I, E)
     h = rng.standard_normal((1, H)).astype(np.float32)

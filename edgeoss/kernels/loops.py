@@ -21,10 +21,15 @@ from .dot import (eo_f32_attention_block, eo_f32_bf16w_matmul, eo_f32_mxfp4w_mat
 
 ROW_TILE = 16  # fewest weight rows per C call (bf16 matrices, small one-token tiles)
 # Most rows per C call over one token (decoding). Each call restarts the weight stream, which
-# the prefetchers take a while to follow: 20b q8 decode, 2 threads, the 4 experts' gate_up and
-# down (A/B, interleaved passes): 16-row tiles 24-26 GB/s, 128 ~34, 256-360 ~36-37 GB/s
-# (q8 attention / lm_head: 16 rows 31.4, 256 rows 32.7 GB/s).
-DECODE_TILE_ROWS = 256
+# the prefetchers take a while to follow: 20b q8, 2 threads, A/B passes in one process, the 4
+# experts' gate_up and down: 16-row tiles 24-26 GB/s, 128 ~34, 256-360 ~36-37 GB/s, ~512 +8 %
+# over 256 / 176, 720-2880 no better; q8 o (2880 rows): 32-row tiles 34.6 GB/s, 176 39.3,
+# 368 40.3; q8 qkv (5120 rows): 80 rows 33.2, 256 37.7, 640 39.3 (medians of 12 passes).
+DECODE_TILE_ROWS = 512
+# One-token tiles of a parallel loop (a matrix, or a layer's active experts together) come in
+# multiples of this, so that 1, 2, 4, 8 or 16 threads get as many rows each; fewer, longer
+# streams beat more, shorter ones (above), and 16 tiles of o / qkv measured as fast as 8.
+DECODE_TILE_GRAIN = 16
 # Rows per C call of a dense matrix over several tokens: a panel that stays in L2 while every
 # token tile goes over it (q8 qkv, 512 tokens: ~150 -> ~185 G int-ops/s a core against 16 rows)
 PANEL_ROWS = 256
@@ -35,12 +40,25 @@ EXPERT_PANEL_ROWS = 128
 
 
 @njit(cache=True, nogil=True)
-def decode_tile_rows(total_rows):
-    """Rows per C call when a call sees a token or so: as many as DECODE_TILE_ROWS while the
-    `total_rows` still make 64 tiles or more, so that up to 8 threads get 8 each (a multiple of
-    16, at least ROW_TILE)."""
-    rt = total_rows // 64 // 16 * 16
-    return max(ROW_TILE, min(DECODE_TILE_ROWS, rt))
+def decode_tiles(rows, groups):
+    """Tiles per matrix when a call sees a token or so, for `groups` matrices of `rows` rows
+    run in one parallel loop: as few as keep tiles within DECODE_TILE_ROWS rows while all the
+    groups' tiles together make a multiple of DECODE_TILE_GRAIN (see `tile_span`); never a tile
+    under ROW_TILE rows."""
+    most = max(1, rows // ROW_TILE)
+    n = (rows + DECODE_TILE_ROWS - 1) // DECODE_TILE_ROWS
+    while (n * groups) % DECODE_TILE_GRAIN and n < most:
+        n += 1
+    return min(n, most)
+
+
+@njit(cache=True, nogil=True)
+def tile_span(tile, ntiles, rows):
+    """(first row, row count) of tile `tile` of `ntiles` nearly equal tiles of `rows` rows. Tiles
+    start at multiples of ROW_TILE, so two threads never write one cache line of the output."""
+    r0 = rows * tile // ntiles // ROW_TILE * ROW_TILE
+    r1 = rows if tile == ntiles - 1 else rows * (tile + 1) // ntiles // ROW_TILE * ROW_TILE
+    return r0, r1 - r0
 
 
 # stored matrix kinds, as passed to `q8x_matmul` and `matmul` (an int so one compiled loop serves them all)
@@ -95,10 +113,9 @@ def q8x_matmul(kind, wq, wd, xq, xd, out):
     R = out.shape[1]
     nb = wq.shape[1]
     row_bytes = wq.shape[1] * wq.shape[2]
-    rt = decode_tile_rows(R) if T < 8 else PANEL_ROWS
-    for tile in prange((R + rt - 1) // rt):
-        r0 = tile * rt
-        n = min(rt, R - r0)
+    ntiles = decode_tiles(R, 1) if T < 8 else (R + PANEL_ROWS - 1) // PANEL_ROWS
+    for tile in prange(ntiles):
+        r0, n = tile_span(tile, ntiles, R)
         if kind == KIND_Q8:
             eo_q8_q8w_matmul(wq.ctypes.data + r0 * row_bytes, wd.ctypes.data + r0 * nb * 2, n, nb,
                              xq.ctypes.data, xd.ctypes.data, T, out.ctypes.data + r0 * 4, R)
@@ -443,15 +460,16 @@ def _experts_matmul(part_blocks, part_scales, R, nb, use_q8, blob, slot_of, offs
     interleave the experts: each thread gets its share of every expert's rows (balanced when
     groups differ in size) and, decoding, reads several experts' streams at once, which
     measured faster than whole experts per thread (more reads in flight per core)."""
-    rt = decode_tile_rows(R * ngroups) if start[ngroups] - start[0] < 8 * ngroups else EXPERT_PANEL_ROWS
-    ntiles = (R + rt - 1) // rt
+    if start[ngroups] - start[0] < 8 * ngroups:
+        ntiles = decode_tiles(R, ngroups)
+    else:
+        ntiles = (R + EXPERT_PANEL_ROWS - 1) // EXPERT_PANEL_ROWS
     K = nb * 32
     for item in prange(ngroups * ntiles):
         gi, tile = item % ngroups, item // ngroups
         n0, n = start[gi], start[gi + 1] - start[gi]
         base = blob.ctypes.data + slot_of[gexp[gi]] * blob.shape[1]
-        r0 = tile * rt
-        nr = min(rt, R - r0)
+        r0, nr = tile_span(tile, ntiles, R)
         wq = base + offs[part_blocks] + r0 * nb * 16
         we = base + offs[part_scales] + r0 * nb
         o = out.ctypes.data + (n0 * R + r0) * 4

@@ -110,7 +110,7 @@ class Layer:
     o_bias: np.ndarray        # [H]
     sinks: np.ndarray         # [heads]
     mlp_norm: np.ndarray      # [H]
-    router: Matrix            # [E, H] bf16
+    router: Matrix            # [E, H], always bf16 (format.py writes it so)
     router_bias: np.ndarray   # [E]
     experts: np.ndarray | None  # uint8 [E, stride]: expert e's bytes are row e (None: streamed)
     expert_offsets: np.ndarray  # int64 [6]: parts inside an expert (see loops.EXP_*)
@@ -282,7 +282,7 @@ class Model:
             # mixture-of-experts block
             if forced is not None:
                 idx[:], wts[:] = forced[0][:, li], forced[1][:, li]
-            loops.mlp_norm_route(x, layer.mlp_norm, eps, h, layer.router.parts[3], layer.router_bias,
+            loops.mlp_norm_route(x, layer.mlp_norm, eps, h, layer.router.arrays["data"], layer.router_bias,
                                  router_logits, forced is None, idx, wts)
             routing[:, li] = idx
             if self.expert_cache is None:

@@ -126,7 +126,8 @@ def q8x_matmul(kind, wq, wd, xq, xd, out):
 
     q8: wq int8 [R, nb, 32]; q4: wq uint8 nibbles [R, nb, 16]; wd fp16 scale bits [R, nb].
     The caller quantizes x once when several matrices share an input."""
-    ntiles = decode_tiles(out.shape[1], 1) if xq.shape[0] < 8 else (out.shape[1] + PANEL_ROWS - 1) // PANEL_ROWS
+    T, R = out.shape
+    ntiles = decode_tiles(R, 1) if T < 8 else (R + PANEL_ROWS - 1) // PANEL_ROWS
     # Tiles are claimed one by one rather than split in advance: the two vCPUs of a shared
     # machine stream at different speeds, and a static split left one waiting 10-20 % of each
     # matrix's time (20b q8 decode, 2 threads; claiming measured +3 % on o, qkv and lm_head).

@@ -14,12 +14,12 @@ __version__ = "0.1.0"
 
 def load(path, context: int = 4096, threads: int | None = None):
     """Open a converted model directory; see edgeoss.model.Model."""
-    from .model import load as _load
+    from .engine.model import load as _load
     return _load(path, context=context, threads=threads)
 
 
 def __getattr__(name):
     if name == "Chat":
-        from .chat import Chat
+        from .chat.harmony import Chat
         return Chat
     raise AttributeError(name)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
+from .errors import EdgeossError
 
-class ConfigError(ValueError):
+
+class ConfigError(EdgeossError):
     """A config that is not a gpt-oss config we can run; the message says what is wrong."""
 
 

@@ -1,15 +1,10 @@
-"""The errors a user can cause (bad paths, bad checkpoints, bad arguments): the CLI prints
-their message on one line, without a traceback."""
+"""The errors a user can cause (bad paths, bad checkpoints, bad arguments): the CLI prints their
+message on one line, without a traceback. Every module's own error subclasses EdgeossError, so
+this module imports nothing and any floor can raise one."""
 
-from .config import ConfigError
-from .convert import ConvertError
-from .convert.checkpoint import CheckpointError
-from .convert.vocab import VocabError
-from .format import FormatError
-from .hub import HubError
-from .planner import MemoryBudgetError
-from .routing_trace import TraceError
-from .safetensors_io import SafetensorsError
 
-USER_ERRORS = (ConfigError, ConvertError, CheckpointError, VocabError, FormatError, HubError,
-               SafetensorsError, MemoryBudgetError, TraceError, FileExistsError, FileNotFoundError, PermissionError, ValueError)
+class EdgeossError(ValueError):
+    """Something wrong with what the user gave edgeoss; the message says what and what to do."""
+
+
+USER_ERRORS = (EdgeossError, FileExistsError, FileNotFoundError, PermissionError, ValueError)

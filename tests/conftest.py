@@ -36,7 +36,7 @@ SHAPES = {
 @pytest.fixture(scope="session")
 def hf_checkpoints(tmp_path_factory):
     """name -> Hugging Face layout checkpoint directory (random weights, no tokenizer)."""
-    from edgeoss.synthetic import make_checkpoint
+    from edgeoss.convert.synthetic import make_checkpoint
     root = tmp_path_factory.mktemp("hf")
     out = {}
     for name, kw in SHAPES.items():

@@ -5,7 +5,7 @@
     python tools/make_synthetic_checkpoint.py /tmp/20b --preset 20b        # 13.76 GB, real layout
     python tools/make_synthetic_checkpoint.py /tmp/x --preset 20b --layers 2 --experts 4 --vocab 1024
 
-All the work is edgeoss.synthetic.make_checkpoint; this file only parses arguments.
+All the work is edgeoss.convert.synthetic.make_checkpoint; this file only parses arguments.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import sys
 from pathlib import Path
 
 try:
-    from edgeoss import synthetic
+    from edgeoss.convert import synthetic
 except ImportError:  # run from a checkout without the package installed
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from edgeoss import synthetic
+    from edgeoss.convert import synthetic
 
 
 def parse_args(argv=None) -> argparse.Namespace:

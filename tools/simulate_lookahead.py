@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from edgeoss import cache_policy as cp  # noqa: E402
-from edgeoss.routing_trace import concatenated, load_trace  # noqa: E402
+from edgeoss.memory import cache_policy as cp  # noqa: E402
+from edgeoss.memory.routing_trace import concatenated, load_trace  # noqa: E402
 
 
 def hit_rate(sequences, slots: int, look: int, halflife: float = cp.DEFAULT_HALFLIFE) -> float:

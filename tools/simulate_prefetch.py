@@ -21,8 +21,8 @@ import numpy as np
 from numba import njit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from edgeoss import cache_policy as cp  # noqa: E402
-from edgeoss.routing_trace import concatenated, load_trace  # noqa: E402
+from edgeoss.memory import cache_policy as cp  # noqa: E402
+from edgeoss.memory.routing_trace import concatenated, load_trace  # noqa: E402
 
 
 @njit(cache=True)

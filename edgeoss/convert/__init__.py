@@ -1,4 +1,6 @@
-"""`edgeoss convert`: a Hugging Face gpt-oss checkpoint -> an edgeoss model directory.
+"""`edgeoss convert`: a Hugging Face gpt-oss checkpoint -> an edgeoss model directory; with the
+Hub download (hub.py), the HF reader (checkpoint.py), the quantizers and synthetic checkpoints.
+Imports format and config; never memory, engine, chat, server or cli.
 
 Streams tensor by tensor (a chunk of rows at a time) so memory stays far below the model's
 size, writes into a hidden temporary directory, verifies it, and only then renames it into
@@ -15,9 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import format as fmt
+from ..errors import EdgeossError
+from ..format import model_dir as fmt
 from ..config import GptOssConfig
-from ..safetensors_io import f32_to_bf16_bits
+from ..format.safetensors import f32_to_bf16_bits
 from .checkpoint import HFCheckpoint
 from .quantize import hf_to_kernel_order, quantize_mxfp4, quantize_q4, quantize_q8
 from .vocab import bundle_vocab, has_tokenizer
@@ -27,7 +30,7 @@ __all__ = ["convert", "ConvertError"]
 ROW_CHUNK_BYTES = 32 << 20  # float32 bytes of source rows handled at once
 
 
-class ConvertError(ValueError):
+class ConvertError(EdgeossError):
     """Conversion cannot proceed; the message says why and what to do."""
 
 
@@ -147,7 +150,7 @@ def convert(src: str, out: str | os.PathLike, preset: str = "q8", force: bool = 
             no_tokenizer: bool = False, revision: str | None = None, token: str | None = None,
             progress: bool = True) -> Path:
     """Convert `src` (directory or Hugging Face repo id) into an edgeoss model at `out`."""
-    from ..hub import resolve_checkpoint
+    from .hub import resolve_checkpoint
 
     if preset not in fmt.PRESETS:
         raise ConvertError(f"unknown preset {preset!r}; choose one of {', '.join(fmt.PRESETS)}")

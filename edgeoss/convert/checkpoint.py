@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 
 from ..config import ConfigError, GptOssConfig
-from ..safetensors_io import SafetensorsError, SafetensorsFile
+from ..errors import EdgeossError
+from ..format.safetensors import SafetensorsError, SafetensorsFile
 
 
-class CheckpointError(ValueError):
+class CheckpointError(EdgeossError):
     """A checkpoint that cannot be converted; the message names the file or tensor."""
 
 

@@ -13,11 +13,13 @@ import hashlib
 import json
 from pathlib import Path
 
+from ..errors import EdgeossError
+
 O200K_BASE_SHA256 = "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d"
 O200K_BASE_TOKENS = 199998  # ranks 0..199997; 199998.. are the special tokens
 
 
-class VocabError(ValueError):
+class VocabError(EdgeossError):
     """A tokenizer that is not gpt-oss's: converting with it would silently produce garbage."""
 
 

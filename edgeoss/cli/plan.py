@@ -1,0 +1,49 @@
+"""`edgeoss plan`: the memory plan for a model, with measured bandwidths and a speed prediction,
+and optionally a routing trace replayed through every eviction policy."""
+
+from __future__ import annotations
+
+import json
+
+from ..format import model_dir as fmt
+from ..memory import cache_policy as cp
+from ..memory import planner
+from .args import add_memory_arg
+
+
+def add_parser(sub) -> None:
+    pl = sub.add_parser("plan", help="say, before loading, whether and how a model fits a memory budget")
+    pl.add_argument("model")
+    add_memory_arg(pl)
+    pl.add_argument("--context", type=int, default=4096, help="KV-cache size in tokens (default 4096)")
+    pl.add_argument("--simulate", default=None, metavar="TRACE.npz",
+                    help="replay a routing trace through each eviction policy and Belady's optimum")
+    pl.add_argument("--no-measure", action="store_true",
+                    help="skip measuring memory and disk bandwidth (no speed prediction)")
+    pl.add_argument("--json", action="store_true", help="print one JSON object")
+    pl.set_defaults(func=run)
+
+
+def run(a) -> int:
+    files = fmt.ModelFiles(a.model)
+    from ..kernels import loops  # noqa: F401  (the runtime measured is the one that will run)
+    plan = planner.make_plan(files, a.memory, context=a.context)
+    if not a.no_measure and plan.slots_per_layer:
+        planner.predict(plan, planner.read_bandwidth(256 << 20), planner.measure_disk_bandwidth(files))
+    sim = None
+    if a.simulate:
+        sim = cp.simulate_trace(a.simulate, extra=plan.slots_per_layer if plan.streaming else None)
+    if a.json:
+        d = plan.to_dict()
+        if sim:
+            d["simulation"] = {str(s): r for s, r in sim.items()}
+        print(json.dumps(d))
+    else:
+        print(planner.format_plan(plan))
+        if sim:
+            print(f"hit rate over {a.simulate} (per-layer caches, persisting across sequences):")
+            print("  slots/layer    LRU   LFRU  optimum (Belady)")
+            for s, r in sim.items():
+                mark = "  <- this plan" if s == plan.slots_per_layer else ""
+                print(f"  {s:11d}  {r['lru']:.3f}  {r['lfru']:.3f}  {r['belady']:.3f}{mark}")
+    return 0 if plan.slots_per_layer else 3

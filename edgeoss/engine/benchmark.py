@@ -1,0 +1,115 @@
+"""What `edgeoss bench` measures: prefill and decode speed, time to first token, memory, and how close decoding
+comes to this machine's memory-bandwidth roofline (measured in the same run: it drifts)."""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import sys
+import time
+
+import numpy as np
+
+from ..format import model_dir as fmt
+
+
+def decode_bytes_per_token(files: fmt.ModelFiles) -> int:
+    """Weight bytes one decoded token reads: every non-expert matrix and vector except the
+    embedding (one row of it), plus k experts per layer."""
+    c = files.config
+    total = 0
+    for name, t in files.tensors.items():
+        if t["type"] == "mxfp4_experts":
+            total += c.num_experts_per_tok * t["expert_bytes"]
+        elif name == "embed":
+            total += sum(p["nbytes"] for p in t["parts"].values()) // c.vocab_size
+        else:
+            total += sum(p["nbytes"] for p in t["parts"].values())
+    return total
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory. On Linux, the high-water mark of its own address
+    space (VmHWM): ru_maxrss also counts the parent's memory at the fork before exec."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return r if sys.platform == "darwin" else r * 1024
+
+
+def run_bench(path, prompt: int = 512, gen: int = 128, threads: int | None = None, repeats: int = 3,
+              seed: int = 0, context: int = 4096, memory=None, routing_trace=None) -> dict:
+    from ..memory import planner
+    from ..kernels import dot
+    from .model import load
+
+    t_start = time.perf_counter()
+    model = load(path, context=max(context, prompt + gen), threads=threads, memory=memory)
+    files = model.files
+    if routing_trace is not None:
+        from ..memory.routing_trace import concatenated, load_trace
+        model.force_routing(*concatenated(load_trace(routing_trace)))
+    cache = model.expert_cache
+    vocab = model.config.vocab_size
+    rng = np.random.default_rng(seed)
+    ids = [int(t) for t in rng.integers(0, min(vocab, 199998), prompt)]
+
+    # cold: the first token of this process (Numba cache load, page faults on the weights)
+    model.reset()
+    model.forward(ids[:1])
+    ttft_cold = time.perf_counter() - t_start
+
+    prefill, decode, ttft = [], [], []
+    hits = misses = disk = 0
+    for _ in range(repeats):
+        model.reset()
+        t0 = time.perf_counter()
+        logits = model.forward(ids)
+        t1 = time.perf_counter()
+        tok = int(np.argmax(logits))
+        prefill.append(prompt / (t1 - t0))
+        ttft.append(t1 - t0)
+        if gen:
+            if cache is not None:
+                cache.reset_counters()
+            t2 = time.perf_counter()
+            for _ in range(gen):
+                tok = int(np.argmax(model.step(tok)))
+            decode.append(gen / (time.perf_counter() - t2))
+            if cache is not None:
+                hits, misses, disk = hits + cache.hits, misses + cache.misses, disk + cache.bytes_read
+
+    rss = peak_rss_bytes()  # before the bandwidth sweep allocates its buffer
+    plan = model.plan
+    # under a budget, a sweep buffer that still dwarfs the caches but not the budget
+    bw = planner.read_bandwidth(nbytes=(1 << 30) if memory is None else (256 << 20), threads=model.threads)
+    bpt = decode_bytes_per_token(files)
+    dec = statistics.median(decode) if decode else float("nan")
+    streamed = {}
+    if cache is not None:
+        planner.predict(plan, bw, planner.measure_disk_bandwidth(files))
+        streamed = {"expert_hit_rate": hits / max(1, hits + misses),
+                    "disk_bytes_per_token": disk / max(1, gen * repeats),
+                    "disk_bandwidth_bytes_per_s": plan.disk_bandwidth, "io_mode": cache.io_mode,
+                    "predicted_decode_tokens_per_s": plan.predicted_tokens_per_s}
+    return {
+        "model": str(files.path), "preset": files.preset, "threads": model.threads,
+        "kernels": f"{dot.BACKEND}" + (f"/{dot.simd_variant_name()}" if dot.BACKEND == "c" else ""),
+        "prompt_tokens": prompt, "gen_tokens": gen, "repeats": repeats, "context": model.cache.capacity,
+        "prefill_tokens_per_s": statistics.median(prefill),
+        "decode_tokens_per_s": dec,
+        "prefill_runs": prefill, "decode_runs": decode,
+        "ttft_cold_s": ttft_cold, "ttft_warm_s": statistics.median(ttft),
+        "peak_rss_bytes": rss, "model_bytes": files.manifest["weights_bytes"],
+        "bytes_per_token": bpt, "bandwidth_bytes_per_s": bw,
+        "roofline_tokens_per_s": bw / bpt, "roofline_fraction": dec * bpt / bw,
+        "memory_budget_bytes": plan.budget, "peak_rss_within_budget": rss <= plan.budget,
+        "memory_plan": plan.verdict, "expert_slots_per_layer":
+        plan.slots_per_layer, "routing_trace": None if routing_trace is None else str(routing_trace),
+        **streamed,
+    }

@@ -1,0 +1,72 @@
+"""Key/value caches: a growing buffer for full-attention layers, a ring for sliding ones."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..config import GptOssConfig
+
+
+class LayerCache:
+    """k, v: float32 [kv_heads, capacity, head_dim]: each head's positions contiguous, so
+    attention streams them in order. A sliding layer's ring holds only the
+    last `window` positions (position p lives at p % window); a full layer's buffer holds
+    every position and grows by doubling up to the context limit."""
+
+    def __init__(self, cfg: GptOssConfig, sliding: bool, capacity: int):
+        self.ring = sliding
+        self.window = cfg.sliding_window if sliding else 0
+        cap = cfg.sliding_window if sliding else capacity
+        self.k = np.zeros((cfg.num_key_value_heads, cap, cfg.head_dim), np.float32)
+        self.v = np.zeros_like(self.k)
+
+    def reserve(self, n_positions: int) -> None:
+        if self.ring or n_positions <= self.k.shape[1]:
+            return
+        cap = max(n_positions, 2 * self.k.shape[1])
+        for name in ("k", "v"):
+            old = getattr(self, name)
+            new = np.zeros((old.shape[0], cap, old.shape[2]), np.float32)
+            new[:, :old.shape[1]] = old
+            setattr(self, name, new)
+
+    @property
+    def nbytes(self) -> int:
+        return self.k.nbytes + self.v.nbytes
+
+
+class KVCache:
+    """All layers' caches plus the tokens they hold (for reusing a shared prompt prefix)."""
+
+    def __init__(self, cfg: GptOssConfig, capacity: int, limit: int | None = None):
+        self.cfg = cfg
+        self.max_positions = cfg.max_position_embeddings
+        self.limit = limit  # positions a memory plan made room for (None: grow up to the model's limit)
+        self.layers = [LayerCache(cfg, cfg.is_sliding(i), capacity) for i in range(cfg.num_hidden_layers)]
+        self.tokens: list[int] = []
+
+    @property
+    def capacity(self) -> int:
+        """Positions the full-attention layers hold without growing."""
+        full = [layer.k.shape[1] for layer in self.layers if not layer.ring]
+        return min(full) if full else self.max_positions
+
+    @property
+    def length(self) -> int:
+        return len(self.tokens)
+
+    def reset(self) -> None:
+        self.tokens = []
+
+    def reserve(self, n_positions: int) -> None:
+        if n_positions > self.max_positions:
+            raise ValueError(f"context of {n_positions} tokens exceeds the model's limit of {self.max_positions}")
+        if self.limit is not None and n_positions > self.limit:
+            raise ValueError(f"context of {n_positions} tokens exceeds the {self.limit} the memory plan made room "
+                             "for: load the model with a larger --context (and, if needed, --memory)")
+        for layer in self.layers:
+            layer.reserve(n_positions)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(layer.nbytes for layer in self.layers)

@@ -1,0 +1,351 @@
+"""The gpt-oss forward pass: one flat schedule of kernel calls per layer.
+
+Weights stay in their quantized form inside the memory-mapped weights.bin; nothing large is
+ever dequantized. Every gpt-oss quirk (sinks, sliding windows, YaRN, top-4 softmax routing,
+clamped SwiGLU with +1 on the linear half) is a kernel in kernels/loops.py, called from here.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from ..format import model_dir as fmt
+from ..config import GptOssConfig, yarn_inv_freq
+from ..format.fileio import PositionalReader
+from ..kernels import loops
+from ..memory.workspace import PREFILL_CHUNK, Buffers, work_arrays
+from .kvcache import KVCache
+
+
+# placeholders for the arrays a matrix of the other kind has (see loops.matmul)
+_NO_BLOCKS, _NO_BITS = np.zeros((0, 1, 32), np.int8), np.zeros((0, 1), np.uint16)
+_NO_XQ, _NO_XD = np.zeros((0, 32), np.int8), np.zeros((0, 1), np.float32)
+
+
+@dataclass
+class Matrix:
+    """A [rows, cols] weight matrix as stored: q8 / q4 blocks or bf16 bits."""
+
+    kind: str
+    arrays: dict
+
+    def __post_init__(self):
+        # (kind, blocks, fp16 scale bits, bf16 bits): how loops.matmul takes it
+        if self.kind == "bf16":
+            self.parts = (loops.KIND_BF16, _NO_BLOCKS, _NO_BITS, self.arrays["data"])
+        else:
+            kind = loops.KIND_Q8 if self.kind == "q8" else loops.KIND_Q4
+            self.parts = (kind, self.arrays["qs"], self.arrays["scales"].view(np.uint16), _NO_BITS)
+
+    @property
+    def rows(self) -> int:
+        return next(iter(self.arrays.values())).shape[0]
+
+    def apply(self, x: np.ndarray, out: np.ndarray, xq: np.ndarray | None = None,
+              xd: np.ndarray | None = None) -> np.ndarray:
+        """out float32 [T, rows] = x float32 [T, cols] @ W^T. Quantized kinds quantize x into
+        the work buffers xq int8 [T, cols] and xd float32 [T, cols / 32]."""
+        loops.matmul(*self.parts, x, _NO_XQ if xq is None else xq, _NO_XD if xd is None else xd, out)
+        return out
+
+
+class FileRows:
+    """Rows of a stored matrix read from the file on demand (positional reads into reused buffers), not
+    mapped: the embedding is 0.6 GB of which a prompt touches a few rows, and rows read this way
+    live in the page cache, never in the process's resident memory."""
+
+    def __init__(self, files: fmt.ModelFiles, name: str):
+        t = files.tensors[name]
+        self.kind, self.shape = t["type"], t["shape"]
+        self.parts = {k: (p["offset"], p["nbytes"] // self.shape[0], fmt.DTYPES[p["dtype"]], p["shape"][1:])
+                      for k, p in t["parts"].items()}
+        self.reader = PositionalReader(files.weights_path)
+
+    def rows_f32(self, ids: np.ndarray, out: np.ndarray, buf: "Buffers") -> np.ndarray:
+        """Dequantized rows `ids` into out float32 [len(ids), cols]."""
+        n = ids.shape[0]
+        got = {}
+        for part, (off, row_bytes, dtype, shape) in self.parts.items():
+            a = got[part] = buf.get("rows_" + part, (n,) + tuple(shape), dtype)
+            raw = a.reshape(n, -1).view(np.uint8)
+            for i in range(n):
+                self.reader.read_into(memoryview(raw[i]), off + int(ids[i]) * row_bytes)
+        seq = buf.get("rows_ids", (n,), np.int64)
+        seq[:] = np.arange(n)
+        if self.kind == "bf16":
+            loops.bf16_rows(got["data"], seq, out.view(np.uint32))
+        else:
+            kind = loops.KIND_Q8 if self.kind == "q8" else loops.KIND_Q4
+            loops.dequant_rows(kind, got["qs"], got["scales"].view(np.uint16), loops.FP16_TO_F32, seq, out)
+        return out
+
+
+@dataclass
+class Layer:
+    attn_norm: np.ndarray     # [H]
+    qkv: Matrix               # [q_dim + 2 kv_dim, H]
+    qkv_bias: np.ndarray      # [q_dim + 2 kv_dim]
+    o: Matrix                 # [H, q_dim]
+    o_bias: np.ndarray        # [H]
+    sinks: np.ndarray         # [heads]
+    mlp_norm: np.ndarray      # [H]
+    router: Matrix            # [E, H], always bf16 (format.py writes it so)
+    router_bias: np.ndarray   # [E]
+    experts: np.ndarray | None  # uint8 [E, stride]: expert e's bytes are row e (None: streamed)
+    expert_offsets: np.ndarray  # int64 [6]: parts inside an expert (see loops.EXP_*)
+    sliding: bool
+
+    def __post_init__(self):
+        # the weights loops.attention_block takes, in its order
+        self.attention_weights = (self.attn_norm, *self.qkv.parts, self.qkv_bias, *self.o.parts, self.o_bias,
+                                  self.sinks)
+
+
+def default_threads() -> int:
+    """Physical cores: the dot products saturate a core's SIMD units, hyperthreads add nothing."""
+    try:
+        import psutil
+        n = psutil.cpu_count(logical=False)
+    except Exception:  # pragma: no cover
+        n = None
+    return max(1, n or os.cpu_count() or 1)
+
+
+class Model:
+    """A loaded gpt-oss model: `logits(ids)` and `generate(ids, ...)`."""
+
+    def __init__(self, files: fmt.ModelFiles, context: int = 4096, threads: int | None = None,
+                 memory: int | str | None = None):
+        import numba
+
+        from ..memory import planner
+
+        self.files = files
+        self.config: GptOssConfig = files.config
+        self.preset = files.preset
+        self.threads = min(threads or default_threads(), numba.config.NUMBA_NUM_THREADS)
+        numba.set_num_threads(self.threads)
+        cfg = self.config
+        context = min(context, cfg.max_position_embeddings)
+        # decide what stays in memory before anything is mapped: refuses below the floor
+        self.plan = planner.make_plan(files, memory, context=context)
+        self.plan.require_fits()
+        self.expert_cache = None
+        if self.plan.streaming:
+            from ..memory.expert_cache import ExpertCache
+            self.expert_cache = ExpertCache(files, self.plan.slots_per_layer)
+        self.embed = FileRows(files, "embed")
+        self.lm_head = Matrix(*files.matrix("lm_head"))
+        self.norm = files.vector("norm")
+        self.layers = []
+        for i in range(cfg.num_hidden_layers):
+            n = fmt.layer_tensor_names(i)
+            offs = files.expert_part_offsets(n["experts"])
+            self.layers.append(Layer(
+                attn_norm=files.vector(n["attn_norm"]), qkv=Matrix(*files.matrix(n["qkv"])),
+                qkv_bias=files.vector(n["qkv_bias"]), o=Matrix(*files.matrix(n["o"])),
+                o_bias=files.vector(n["o_bias"]), sinks=files.vector(n["sinks"]),
+                mlp_norm=files.vector(n["mlp_norm"]), router=Matrix(*files.matrix(n["router"])),
+                router_bias=files.vector(n["router_bias"]),
+                experts=None if self.expert_cache else files.experts(n["experts"]),
+                expert_offsets=np.array([offs[k] for k in ("gate_up_blocks", "gate_up_scales", "gate_up_bias",
+                                                          "down_blocks", "down_scales", "down_bias")], np.int64),
+                sliding=cfg.is_sliding(i)))
+        # the bf16 preset is the accuracy reference: keep expert activations in float32 there
+        self.expert_acts_q8 = self.preset != "bf16"
+        self.all_experts = np.arange(cfg.num_local_experts, dtype=np.int64)
+        inv_freq, self.rope_scale = yarn_inv_freq(cfg)
+        self.inv_freq = np.array(inv_freq, np.float64)
+        self._cos = self._sin = np.zeros((0, cfg.head_dim // 2), np.float32)
+        # a streaming plan has no room for the cache to grow past the context it was planned for
+        self.cache = KVCache(cfg, context, limit=context if self.plan.streaming else None)
+        self._buf = Buffers()
+        self._scratch_tokens = 0
+        self._tokenizer = None
+        self.last_routing = np.zeros((0, cfg.num_hidden_layers, cfg.num_experts_per_tok), np.int64)
+        self._forced = None  # (experts, weights, cursor): a routing trace replayed instead of the router
+
+    # -- the forward pass -------------------------------------------------------------------
+    def _rope_tables(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        if self._cos.shape[0] < n:
+            n = max(n, 2 * self._cos.shape[0], 256)
+            ang = np.arange(n, dtype=np.float64)[:, None] * self.inv_freq[None, :]
+            self._cos = (np.cos(ang) * self.rope_scale).astype(np.float32)
+            self._sin = (np.sin(ang) * self.rope_scale).astype(np.float32)
+        return self._cos, self._sin
+
+    def _scratch(self, T: int) -> tuple[tuple, tuple]:
+        """Work buffers of attention and the experts for chunks of up to T tokens."""
+        if T > self._scratch_tokens:
+            cfg = self.config
+            self._att_scratch = loops.attention_scratch(T, cfg.num_attention_heads, cfg.num_key_value_heads,
+                                                        cfg.head_dim)
+            self._moe_scratch = loops.moe_scratch(T, cfg.hidden_size, cfg.intermediate_size,
+                                                  cfg.num_local_experts, cfg.num_experts_per_tok)
+            self._scratch_tokens = T
+        return self._att_scratch, self._moe_scratch
+
+    def forward(self, tokens: Iterable[int], all_logits: bool = False) -> np.ndarray:
+        """Run `tokens` after what the cache holds; returns float32 logits for every new token
+        [T, V] if all_logits, else for the last one [V]. Long inputs run in chunks of
+        PREFILL_CHUNK tokens (bounded work memory, same results)."""
+        cfg = self.config
+        ids = np.asarray(list(tokens), dtype=np.int64)
+        if ids.size == 0:
+            raise ValueError("no tokens to run")
+        if ids.min() < 0 or ids.max() >= cfg.vocab_size:
+            raise ValueError(f"token ids must be in [0, {cfg.vocab_size}); got {ids.min()}..{ids.max()}")
+        self.cache.reserve(self.cache.length + ids.size)
+        routing = self._buf.get("routing", (ids.size, cfg.num_hidden_layers, cfg.num_experts_per_tok), np.int64)
+        parts = []
+        for c0 in range(0, ids.size, PREFILL_CHUNK):
+            chunk = ids[c0:c0 + PREFILL_CHUNK]
+            last = c0 + chunk.size == ids.size
+            logits = self._forward_chunk(chunk, routing[c0:c0 + chunk.size],
+                                         "all" if all_logits else "last" if last else "none")
+            if all_logits:
+                parts.append(logits)
+        self.last_routing = routing  # [T, layers, k]: the experts each new token used
+        return np.concatenate(parts) if all_logits else logits[0].copy()
+
+    def _forward_chunk(self, ids: np.ndarray, routing: np.ndarray, logits: str) -> np.ndarray | None:
+        """One chunk through every layer. logits: "all" (a new [T, V] array), "last" (a [1, V]
+        view of a reused buffer, valid until the next call) or "none"."""
+        cfg = self.config
+        T, pos0 = ids.size, self.cache.length
+        cos, sin = self._rope_tables(pos0 + T)
+        H = cfg.hidden_size
+        scale = np.float32(1.0 / np.sqrt(cfg.head_dim))
+        eps = cfg.rms_norm_eps
+        B = self._buf
+        att_scratch, moe_scratch = self._scratch(T)
+
+        w = work_arrays(cfg, T, B)
+        x, h, hq, hd_, qkv, q, kk, v, attn, aq, ad, o, router_logits, idx, wts = w.values()
+        attn_work = (x, h, hq, hd_, qkv, q, kk, v, attn, aq, ad, o)
+        self.embed.rows_f32(ids, x, B)   # x: the residual stream; h: the normed input of a block
+        forced = self._forced_rows(T)
+        for li, (layer, lc) in enumerate(zip(self.layers, self.cache.layers)):
+            loops.attention_block(*attn_work, *layer.attention_weights, eps, cos, sin, pos0, lc.k, lc.v, lc.ring,
+                                  lc.window, scale, *att_scratch)
+            # mixture-of-experts block
+            if forced is not None:
+                idx[:], wts[:] = forced[0][:, li], forced[1][:, li]
+            loops.mlp_norm_route(x, layer.mlp_norm, eps, h, layer.router.arrays["data"], layer.router_bias,
+                                 router_logits, forced is None, idx, wts)
+            routing[:, li] = idx
+            if self.expert_cache is None:
+                loops.moe(h, idx, wts, layer.experts, self.all_experts, layer.expert_offsets, H,
+                          cfg.intermediate_size, self.expert_acts_q8, cfg.swiglu_limit, cfg.swiglu_alpha, x,
+                          *moe_scratch)
+            else:
+                self.expert_cache.run_layer(li, h, idx, wts, self.expert_acts_q8, cfg.swiglu_limit,
+                                            cfg.swiglu_alpha, x, moe_scratch)
+        self.cache.tokens.extend(ids.tolist())
+        if logits == "none":
+            return None
+        n = T if logits == "all" else 1
+        normed = B.get("normed", (n, H))
+        loops.f32_rmsnorm(x[T - n:], self.norm, eps, normed)
+        out = np.empty((n, cfg.vocab_size), np.float32) if logits == "all" else B.get("logits", (1, cfg.vocab_size))
+        return self.lm_head.apply(normed, out, B.get("nq", (n, H), np.int8), B.get("nd", (n, H // 32)))
+
+    def step(self, token: int) -> np.ndarray:
+        """Decode one token after what the cache holds: its logits [V], a view of a buffer that
+        the next call overwrites (copy it to keep it). Allocates no array data."""
+        if not 0 <= token < self.config.vocab_size:
+            raise ValueError(f"token id must be in [0, {self.config.vocab_size}); got {token}")
+        self.cache.reserve(self.cache.length + 1)
+        ids = self._buf.get("step_id", (1,), np.int64)
+        ids[0] = token
+        self.last_routing = self._buf.get("step_routing", (1,) + self.last_routing.shape[1:], np.int64)
+        return self._forward_chunk(ids, self.last_routing, "last")[0]
+
+    def force_routing(self, experts: np.ndarray | None, weights: np.ndarray | None = None) -> None:
+        """Replay a routing trace instead of the router: token i of the stream run from now on
+        uses experts[i % n] (int [n, layers, k]) with weights[i % n] (default: equal), while the
+        experts are still really read and computed. None restores the router."""
+        if experts is None:
+            self._forced = None
+            return
+        cfg = self.config
+        experts = np.asarray(experts).astype(np.int64)
+        want = (cfg.num_hidden_layers, cfg.num_experts_per_tok)
+        if experts.ndim != 3 or experts.shape[1:] != want:
+            raise ValueError(f"a routing trace for this model is [tokens, {want[0]}, {want[1]}]; got {experts.shape}")
+        if experts.min() < 0 or experts.max() >= cfg.num_local_experts:
+            raise ValueError(f"routing trace names experts outside [0, {cfg.num_local_experts})")
+        if weights is None:
+            weights = np.full(experts.shape, 1.0 / experts.shape[2], np.float32)
+        self._forced = [experts, np.asarray(weights, np.float32), 0]
+
+    def _forced_rows(self, T: int):
+        if self._forced is None:
+            return None
+        ex, wt, c = self._forced
+        rows = (c + np.arange(T)) % ex.shape[0]
+        self._forced[2] = int(rows[-1] + 1)
+        return ex[rows], wt[rows]
+
+    # -- public API ---------------------------------------------------------------------------
+    def reset(self) -> None:
+        self.cache.reset()
+
+    def logits(self, ids: Iterable[int]) -> np.ndarray:
+        """float32 [len(ids), vocab]: the logits after each token, for a fresh context."""
+        self.reset()
+        return self.forward(ids, all_logits=True)
+
+    def _prefill(self, ids: list[int]) -> np.ndarray:
+        """Logits after `ids`, reusing the cache when it already holds a prefix of them."""
+        held = self.cache.tokens
+        if 0 < len(held) < len(ids) and ids[:len(held)] == held:
+            return self.forward(ids[len(held):])
+        self.reset()
+        return self.forward(ids)
+
+    def generate(self, ids: Iterable[int], max_tokens: int = 256, temperature: float = 1.0,
+                 top_p: float = 1.0, top_k: int = 0, seed: int | None = None,
+                 stop: Iterable[int] | None = None) -> Iterator[int]:
+        """Yield up to max_tokens sampled token ids after the prompt `ids`.
+
+        temperature 0 is greedy; top_k 0 and top_p 1 disable those filters. Generation ends
+        after yielding a token in `stop` (default: the model's end-of-sequence tokens)."""
+        ids = [int(t) for t in ids]
+        if not ids:
+            raise ValueError("generate needs at least one prompt token")
+        if not 0.0 < top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+        if temperature < 0 or top_k < 0:
+            raise ValueError(f"temperature and top_k must be >= 0, got {temperature} and {top_k}")
+        stop_ids = set(self.config.eos_token_ids if stop is None else (int(s) for s in stop))
+        rng = np.random.default_rng(seed)
+        logits = self._prefill(ids)
+        for i in range(max_tokens):
+            tok = int(loops.sample_token(logits, float(temperature), int(top_k), float(top_p), rng.random()))
+            yield tok
+            if tok in stop_ids or i == max_tokens - 1 or self.cache.length >= self.config.max_position_embeddings:
+                return
+            logits = self.step(tok)
+
+    # -- tokenizer ------------------------------------------------------------------------------
+    @property
+    def tokenizer(self):
+        """The harmony encoding from the vocabulary bundled with the model (None without one)."""
+        if self._tokenizer is None and self.files.vocab_path is not None:
+            from ..format.vocab import load_encoding
+            self._tokenizer = load_encoding(self.files.vocab_path.parent)
+        return self._tokenizer
+
+
+def load(path: str | os.PathLike, context: int = 4096, threads: int | None = None,
+         memory: int | str | None = None) -> Model:
+    """Open a converted model directory (see `edgeoss convert`) within a memory budget: bytes or
+    a size such as "8G" for the whole process (default: what this machine can spare). Experts
+    that do not fit stream from disk; below the smallest budget that can run the model, this
+    raises planner.MemoryBudgetError saying what that budget is."""
+    return Model(fmt.ModelFiles(path), context=context, threads=threads, memory=memory)

@@ -1,0 +1,283 @@
+"""The memory planner: before anything loads, decide what stays resident, how many expert cache
+slots each layer gets, and whether the model fits a memory budget at all.
+
+The budget covers the whole process's resident memory (RSS): the Python runtime and compiled
+kernels as they are when the plan is made, the weights kept in memory (attention, router,
+norms, lm_head; embedding rows are read from the file on demand), the KV cache for the planned
+context, the work buffers, and the expert cache. Everything the engine allocates is sized here,
+so the process stays under the budget; `edgeoss bench --memory` measures that it does.
+"""
+
+from __future__ import annotations
+
+import mmap
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from ..errors import EdgeossError
+from ..format import model_dir as fmt
+from .workspace import PREFILL_CHUNK, work_bytes
+
+GiB = 1 << 30
+MiB = 1 << 20
+# Room for what the plan cannot size: Python objects, thread stacks, small temporaries, the
+# tokenizer's tables. Measured: 20b decode under a budget peaks ~60 MiB above the planned parts.
+RUNTIME_MARGIN = 128 * MiB
+# Left to the OS and other programs when no budget is given: 10% of RAM, at least 1 GiB.
+HEADROOM_FRACTION, HEADROOM_MIN = 0.10, 1 * GiB
+# Fraction of the memory-bandwidth roofline decoding reaches here, used to predict speed: the
+# median of the 8 q8 runs of BENCHMARKS.md's rounds 7-8 (0.73-0.98) since the 256-row decode
+# tiles and huge pages (0.70 before them).
+DECODE_EFFICIENCY = 0.85
+
+# Hit rate of the default policy (LFRU, edgeoss.cache_policy) against slots per layer 4..32,
+# replayed over the real routing of gpt-oss-20b (../shared/routing, 125,771 tokens). Random
+# weights route uniformly and would hit far less: this is what the real model does.
+GPT_OSS_20B_HIT_RATE = (0.4309, 0.5134, 0.5793, 0.6361, 0.6861, 0.7303, 0.7687, 0.8023, 0.8316, 0.8568,
+                        0.8787, 0.8976, 0.914, 0.9279, 0.9399, 0.9501, 0.9588, 0.9663, 0.9727, 0.9782,
+                        0.9829, 0.9869, 0.9902, 0.9929, 0.9952, 0.9971, 0.9984, 0.9994, 0.9999)
+
+
+class MemoryBudgetError(EdgeossError):
+    """The model cannot run within the memory budget."""
+
+
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": MiB, "mb": MiB, "mib": MiB,
+          "g": GiB, "gb": GiB, "gib": GiB, "t": 1 << 40, "tb": 1 << 40, "tib": 1 << 40}
+
+
+def parse_size(text: str | int | float) -> int:
+    """Bytes from "8G", "8 GB", "6.5GiB", "512M" or a plain number of bytes. K/M/G/T are powers
+    of 1024 whether written G, GB or GiB, as RAM is sold ("a 16 GB laptop")."""
+    if isinstance(text, (int, float)):
+        n = int(text)
+    else:
+        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(text))
+        if not m or m.group(2).lower() not in _UNITS:
+            raise ValueError(f"cannot read {text!r} as a memory size: write e.g. 8G, 6.5GB or 512M")
+        n = int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+    if n <= 0:
+        raise ValueError(f"a memory budget must be positive; got {text!r}")
+    return n
+
+
+def gb(n: float) -> str:
+    return f"{n / GiB:.2f} GiB" if abs(n) >= 0.1 * GiB else f"{n / MiB:.1f} MiB"
+
+
+def default_budget() -> tuple[int, str]:
+    """What this machine can spare now: available memory less headroom for everything else."""
+    import psutil
+    vm = psutil.virtual_memory()
+    headroom = max(HEADROOM_MIN, int(HEADROOM_FRACTION * vm.total))
+    return max(0, vm.available - headroom), (f"available memory {gb(vm.available)} less {gb(headroom)} "
+                                             "headroom (set one with --memory)")
+
+
+def process_rss() -> int:
+    import psutil
+    return psutil.Process().memory_info().rss
+
+
+def hit_rate(slots: int, num_experts: int, k: int) -> float:
+    """Expected fraction of expert uses found in a cache of `slots` per layer: gpt-oss-20b's
+    measured curve for 32-expert models; for others, uniform routing (slots / experts)."""
+    if slots >= num_experts:
+        return 1.0
+    if num_experts == 32 and k == 4:
+        return GPT_OSS_20B_HIT_RATE[slots - 4]
+    return slots / num_experts
+
+
+@dataclass
+class MemoryPlan:
+    model: str
+    budget: int
+    budget_source: str
+    context: int
+    runtime: int            # the process as it is now (interpreter, kernels) + margin
+    resident_weights: int   # attention, router, norms, lm_head
+    kv_cache: int
+    work: int               # work buffers of a prefill chunk, logits, tables
+    expert_bytes: int       # one expert's slot (aligned)
+    layers: int
+    experts_per_layer: int
+    experts_per_token: int
+    slots_per_layer: int    # experts_per_layer when everything is resident; 0 when it does not fit
+    floor: int              # smallest budget that runs at all
+    all_resident: int       # smallest budget with every expert in memory
+    active_bytes_per_token: int  # weight bytes a decoded token reads from memory
+    hit_rate: float = 1.0
+    disk_bytes_per_token: float = 0.0
+    memory_bandwidth: float | None = None
+    disk_bandwidth: float | None = None
+    predicted_tokens_per_s: float | None = None
+    notes: list = field(default_factory=list)
+
+    @property
+    def fixed(self) -> int:
+        return self.runtime + self.resident_weights + self.kv_cache + self.work
+
+    @property
+    def expert_cache(self) -> int:
+        return self.slots_per_layer * self.layers * self.expert_bytes
+
+    @property
+    def streaming(self) -> bool:
+        return 0 < self.slots_per_layer < self.experts_per_layer
+
+    @property
+    def verdict(self) -> str:
+        if self.slots_per_layer == 0:
+            return "does not fit"
+        return "fits with streaming" if self.streaming else "fits all resident"
+
+    def require_fits(self) -> None:
+        if self.slots_per_layer == 0:
+            raise MemoryBudgetError(
+                f"{self.model} needs at least {gb(self.floor)} to run with a {self.context}-token context "
+                f"(resident weights {gb(self.resident_weights)}, KV cache {gb(self.kv_cache)}, work buffers "
+                f"{gb(self.work)}, runtime {gb(self.runtime)}, and one token's {self.experts_per_token} experts "
+                f"per layer {gb(self.experts_per_token * self.layers * self.expert_bytes)}); the budget is "
+                f"{gb(self.budget)} ({self.budget_source}). Give more with --memory, or a shorter --context.")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.update(verdict=self.verdict, streaming=self.streaming, expert_cache=self.expert_cache, fixed=self.fixed)
+        return d
+
+
+def make_plan(files: fmt.ModelFiles, memory: int | str | None = None, context: int = 4096,
+              runtime: int | None = None) -> MemoryPlan:
+    """The plan for running `files` in `memory` (bytes or a size string; None: default_budget)
+    with a KV cache for `context` positions. runtime: the process's resident bytes before the
+    model loads (default: measured now, plus RUNTIME_MARGIN)."""
+    cfg = files.config
+    if memory is None:
+        budget, source = default_budget()
+    else:
+        budget, source = parse_size(memory), "--memory"
+    context = max(1, min(context, cfg.max_position_embeddings))
+    resident = 0
+    expert = None
+    for name, t in files.tensors.items():
+        if t["type"] == "mxfp4_experts":
+            expert = t
+        elif name != "embed":
+            resident += sum(fmt.align_up(p["nbytes"], fmt.ALIGN) for p in t["parts"].values())
+    L, E, k = cfg.num_hidden_layers, expert["count"], cfg.num_experts_per_tok
+    stride = expert["stride"]
+    kv_row = 2 * cfg.kv_dim * 4  # k and v, float32, per position per layer
+    kv = sum(kv_row * (cfg.sliding_window if cfg.is_sliding(i) else context) for i in range(L))
+    work = work_bytes(cfg, min(PREFILL_CHUNK, context), context)
+    run = (process_rss() + RUNTIME_MARGIN) if runtime is None else runtime
+    fixed = run + resident + kv + work
+    floor = fixed + k * L * stride
+    all_res = fixed + E * L * stride
+    slots = E if budget >= all_res else (0 if budget < floor else min(E - 1, (budget - fixed) // (L * stride)))
+    embed_row = sum(p["nbytes"] for p in files.tensors["embed"]["parts"].values()) // cfg.vocab_size
+    plan = MemoryPlan(model=str(files.path), budget=budget, budget_source=source, context=context, runtime=run,
+                      resident_weights=resident, kv_cache=kv, work=work, expert_bytes=stride, layers=L,
+                      experts_per_layer=E, experts_per_token=k, slots_per_layer=int(slots), floor=floor,
+                      all_resident=all_res,
+                      active_bytes_per_token=resident + embed_row + k * L * expert["expert_bytes"])
+    if slots:
+        plan.hit_rate = hit_rate(int(slots), E, k)
+        plan.disk_bytes_per_token = (1 - plan.hit_rate) * k * L * stride
+    return plan
+
+
+def read_bandwidth(nbytes: int = 1 << 30, threads: int = 2, repeats: int = 5) -> float:
+    """Best-of-N bytes/s of reading a buffer far larger than the caches with `threads` threads,
+    each summing its own contiguous part (NumPy's vectorized sum, which drops the GIL)."""
+    a = np.ones(nbytes // 4, np.float32)
+    parts = np.array_split(a, threads)
+    best = float("inf")
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(np.sum, parts))  # touch the pages once
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            list(pool.map(np.sum, parts))
+            best = min(best, time.perf_counter() - t0)
+    return a.nbytes / best
+
+
+def measure_disk_bandwidth(files: fmt.ModelFiles, nbytes: int = 256 * MiB) -> float:
+    """Bytes/s of reading experts the way the expert cache does (uncached, in pieces, in parallel),
+    from expert ranges spread over the file."""
+    from .expert_cache import IO_THREADS, READ_PIECE
+    from ..format.fileio import PositionalReader
+    ranges = []
+    for t in files.tensors.values():
+        if t["type"] == "mxfp4_experts":
+            ranges += [t["offset"] + e * t["stride"] for e in range(t["count"])]
+    stride = next(t["stride"] for t in files.tensors.values() if t["type"] == "mxfp4_experts")
+    n = max(1, min(len(ranges), nbytes // stride))
+    picks = [ranges[i * len(ranges) // n] for i in range(n)]
+    buf = mmap.mmap(-1, n * stride)
+    view = memoryview(buf)
+    reader = PositionalReader(files.weights_path, uncached=True)
+    jobs = [(view[i * stride + o:i * stride + min(o + READ_PIECE, stride)], src + o)
+            for i, src in enumerate(picks) for o in range(0, stride, READ_PIECE)]
+    try:
+        with ThreadPoolExecutor(IO_THREADS) as pool:
+            t0 = time.perf_counter()
+            list(pool.map(lambda job: reader.read_into(*job), jobs))
+            dt = time.perf_counter() - t0
+    finally:
+        reader.close()
+        del jobs, view, buf  # the pieces' views pin the buffer: drop them all, then it goes
+    return n * stride / dt
+
+
+def predict(plan: MemoryPlan, memory_bandwidth: float, disk_bandwidth: float) -> MemoryPlan:
+    """Fill in the predicted decode tokens/s. Weights read from memory take their bytes over
+    DECODE_EFFICIENCY of the measured bandwidth. A token's M cache misses spread over
+    n = min(M, layers) layers; in each, its M/n reads (in parallel, at the disk's bandwidth)
+    overlap the computing of the layer's cached experts, and only the rest of the read time adds."""
+    plan.memory_bandwidth, plan.disk_bandwidth = memory_bandwidth, disk_bandwidth
+    if not plan.slots_per_layer:
+        return plan
+    mem = memory_bandwidth * DECODE_EFFICIENCY
+    t = plan.active_bytes_per_token / mem
+    misses = plan.disk_bytes_per_token / plan.expert_bytes
+    if misses > 0:
+        n = min(misses, plan.layers)
+        per_layer = misses / n
+        read = per_layer * plan.expert_bytes / disk_bandwidth
+        hidden = max(0.0, plan.experts_per_token - per_layer) * plan.expert_bytes / mem
+        t += n * max(0.0, read - hidden)
+    plan.predicted_tokens_per_s = 1.0 / t
+    return plan
+
+
+def format_plan(p: MemoryPlan) -> str:
+    lines = [
+        f"memory plan for {p.model}, {p.context}-token context",
+        f"  budget {gb(p.budget)} ({p.budget_source})",
+        f"  resident weights (attention, router, norms, lm_head) {gb(p.resident_weights)}; "
+        "embedding rows read on demand",
+        f"  KV cache {gb(p.kv_cache)} (sliding layers keep only their window)",
+        f"  work buffers {gb(p.work)}, runtime {gb(p.runtime)} (interpreter and kernels, with margin)",
+    ]
+    if p.slots_per_layer:
+        lines.append(f"  expert cache: {p.slots_per_layer} of {p.experts_per_layer} experts per layer x {p.layers} "
+                     f"layers = {gb(p.expert_cache)} (one expert {gb(p.expert_bytes)})")
+        if p.streaming:
+            lines.append(f"  expected hit rate {p.hit_rate:.2f} -> {p.disk_bytes_per_token / 1e6:.0f} MB read from "
+                         "disk per token")
+    lines.append(f"  decode reads {p.active_bytes_per_token / 1e9:.2f} GB of weights per token from memory")
+    if p.predicted_tokens_per_s is not None:
+        lines.append(f"  measured bandwidth: memory {p.memory_bandwidth / 1e9:.1f} GB/s, disk "
+                     f"{p.disk_bandwidth / 1e9:.2f} GB/s -> predicted decode {p.predicted_tokens_per_s:.1f} tok/s")
+    verdict = f"verdict: {p.verdict}"
+    if p.verdict == "fits with streaming":
+        verdict += f" (all resident needs {gb(p.all_resident)})"
+    elif p.verdict == "does not fit":
+        verdict += f": the smallest budget that runs is {gb(p.floor)}; all resident needs {gb(p.all_resident)}"
+    lines.append(verdict)
+    return "\n".join(lines + [f"  note: {n}" for n in p.notes])

@@ -1,0 +1,57 @@
+"""The engine's work buffers: the arrays a forward chunk of T tokens uses, allocated once and
+reused, so decoding a token allocates nothing. Their shapes live here, beside the planner, so
+the memory plan reserves exactly what the engine will allocate."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..config import GptOssConfig
+from ..kernels import loops
+
+PREFILL_CHUNK = 512  # tokens per forward chunk: bounds the work buffers; experts get ~64 tokens each
+
+
+class Buffers:
+    """Work arrays reused by every forward call, grown (never shrunk) to the largest chunk
+    seen: decoding a token allocates no array data."""
+
+    def __init__(self):
+        self._arrays: dict[str, np.ndarray] = {}
+
+    def get(self, name: str, shape: tuple, dtype=np.float32) -> np.ndarray:
+        n = int(np.prod(shape))
+        a = self._arrays.get(name)
+        if a is None or a.size < n or a.dtype != dtype:
+            a = self._arrays[name] = np.empty(n, dtype)
+        return a[:n].reshape(shape)
+
+
+def work_arrays(cfg: GptOssConfig, T: int, buf: Buffers) -> dict[str, np.ndarray]:
+    """The work arrays of a forward chunk of T tokens, from `buf`."""
+    H, nh, nkv, hd = cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+    qd, kvd, k = cfg.q_dim, cfg.kv_dim, cfg.num_experts_per_tok
+    i8, i64 = np.int8, np.int64
+    shapes = {"x": ((T, H),), "h": ((T, H),), "hq": ((T, H), i8), "hd": ((T, H // 32),),
+              "qkv": ((T, qd + 2 * kvd),), "q": ((T, nh, hd),), "k": ((T, nkv, hd),), "v": ((T, nkv, hd),),
+              "attn": ((T, nh, hd),), "aq": ((T, qd), i8), "ad": ((T, qd // 32),), "o": ((T, H),),
+              "router": ((T, cfg.num_local_experts),), "idx": ((T, k), i64), "wts": ((T, k),)}
+    return {name: buf.get(name, *spec) for name, spec in shapes.items()}
+
+
+def work_bytes(cfg: GptOssConfig, T: int, context: int) -> int:
+    """Bytes of every work array a forward pass of up to T-token chunks keeps, for a context of
+    `context` positions (what the memory planner reserves as scratch): the chunk's arrays, the
+    attention and expert scratch, the embedding rows, one row of logits, RoPE tables and the
+    per-token routing record."""
+    arrays = list(work_arrays(cfg, T, Buffers()).values())
+    arrays += loops.attention_scratch(T, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim)
+    arrays += loops.moe_scratch(T, cfg.hidden_size, cfg.intermediate_size, cfg.num_local_experts,
+                                cfg.num_experts_per_tok)
+    n = sum(a.nbytes for a in arrays)
+    H, V = cfg.hidden_size, cfg.vocab_size
+    n += T * (H + H // 32 * 2 + 8) + T * H * 4       # embedding rows as stored (q8 at most) + ids
+    n += H * 4 * 2 + H + H // 32 * 4 + V * 4          # final norm, its quantized copy, the logits
+    n += 2 * max(context, 256) * (cfg.head_dim // 2) * 4 * 2  # cos/sin tables (grown by doubling)
+    n += context * cfg.num_hidden_layers * cfg.num_experts_per_tok * 8  # routing record
+    return n

@@ -8,6 +8,7 @@ the answer on `final`, ended by <|return|>. We stop only on <|return|> and <|cal
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -27,7 +28,13 @@ class Delta:
 
 @dataclass
 class Chat:
-    """A conversation with a loaded model. `send` streams the reply and keeps the history."""
+    """A conversation with a loaded model. `send` streams the reply and keeps the history.
+
+    The conversation owns a sequence of the model (its KV cache), so several chats share one
+    loaded model, and a turn runs only the tokens its prompt adds. When a turn ends, the
+    history is re-rendered as the next prompt will show it (harmony drops the reply's analysis
+    and ends it with <|end|>) and brought into the cache in the background while the user
+    reads, unless prepare_next_turn is False; `usage` counts the last turn's tokens."""
 
     model: object
     reasoning: str = "medium"
@@ -36,6 +43,7 @@ class Chat:
     messages: list[oh.Message] = field(default_factory=list)
     last_stop_token: int | None = None
     last_tokens: list[int] = field(default_factory=list)   # the raw tokens of the last reply
+    prepare_next_turn: bool = True
 
     def __post_init__(self):
         if self.reasoning not in REASONING:
@@ -45,6 +53,26 @@ class Chat:
             raise ValueError("this model was converted without a tokenizer (--no-tokenizer); chat needs one: "
                              "re-convert it from a checkpoint that has tokenizer.json")
         self.encoding: oh.HarmonyEncoding = enc
+        self.sequence = self.model.new_sequence()
+        self._preparing: threading.Thread | None = None
+
+    @property
+    def usage(self):
+        """The last turn's token counts: prompt_tokens, cached_tokens (kept, not run) and
+        completion_tokens (an edgeoss.engine.sequence.Usage)."""
+        return self.sequence.usage
+
+    def _settle(self) -> None:
+        """Wait for the cache to finish preparing for this turn (if it was)."""
+        if self._preparing is not None:
+            self._preparing.join()
+            self._preparing = None
+
+    def _prepare(self, history: list[int]) -> None:
+        try:
+            self.model.prefill(history, self.sequence)
+        except Exception:  # noqa: BLE001 - only a head start: the next turn runs whatever this did not
+            pass
 
     def _conversation(self) -> oh.Conversation:
         system = oh.SystemContent.new().with_reasoning_effort(REASONING[self.reasoning])
@@ -72,11 +100,13 @@ class Chat:
         """Generate the assistant's turn after the current history, yielding text as it comes.
         The parsed messages are appended to the history when the turn ends."""
         stop = self.encoding.stop_tokens_for_assistant_actions()  # <|return|>, <|call|>
+        self._settle()
         parser = oh.StreamableParser(self.encoding, role=oh.Role.ASSISTANT, strict=False)
         self.last_stop_token = None
         self.last_tokens = []
         try:
-            for tok in self.model.generate(self.prompt_tokens(), max_tokens=max_tokens, stop=stop, **sampling):
+            for tok in self.model.generate(self.prompt_tokens(), max_tokens=max_tokens, stop=stop,
+                                           sequence=self.sequence, **sampling):
                 self.last_tokens.append(tok)
                 if tok in stop:
                     self.last_stop_token = tok
@@ -92,6 +122,10 @@ class Chat:
             except oh.HarmonyError:
                 pass
             self.messages.extend(parser.messages)
+            if self.prepare_next_turn and self.messages:
+                history = self.encoding.render_conversation(self._conversation())
+                self._preparing = threading.Thread(target=self._prepare, args=(history,), name="edgeoss-chat-prepare")
+                self._preparing.start()
 
     def send(self, text: str, **kwargs) -> Iterator[Delta]:
         self.add_user(text)

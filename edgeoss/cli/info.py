@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..format import model_dir as fmt
+from ..memory.workspace import kv_bytes
 
 
 def _gb(n: int) -> str:
@@ -48,7 +49,8 @@ def describe(path) -> str:
     sizes = size_breakdown(files)
     active = (sizes["attention"] + sizes["lm_head"] + sizes["other"]
               + c.num_hidden_layers * c.num_experts_per_tok * expert["expert_bytes"])
-    kv_per_token = 2 * c.kv_dim * 4 * sum(not c.is_sliding(i) for i in range(c.num_hidden_layers))
+    kv_fixed = kv_bytes(c, 0)  # the sliding layers' rings and checkpoints: the same at any context
+    kv_per_token = kv_bytes(c, 1) - kv_fixed
     lines = [
         f"model: {files.path}",
         f"  format v{m['format_version']}, preset {files.preset} (experts MXFP4), source {m['source'].get('path')}",
@@ -60,9 +62,8 @@ def describe(path) -> str:
         f"  size {_gb(m['weights_bytes'])}: " + ", ".join(f"{k} {_gb(v)}" for k, v in sizes.items() if v),
         f"  one expert {_gb(expert['expert_bytes'])} (aligned stride {expert['stride']}); "
         f"read per decoded token ~{_gb(active)}",
-        f"  KV cache: {kv_per_token / 1024:.0f} KiB per token of context (full-attention layers) + "
-        f"{_gb(2 * c.kv_dim * 4 * c.sliding_window * sum(map(c.is_sliding, range(c.num_hidden_layers))))} "
-        "for the sliding windows",
+        f"  KV cache per sequence: {kv_per_token / 1024:.0f} KiB per token of context (full-attention layers) "
+        f"+ {_gb(kv_fixed)} for the sliding windows (with a rollback margin and checkpoints)",
         "  tokenizer: " + ("o200k_harmony (bundled)" if files.vocab_path else "none (token ids only)"),
     ]
     return "\n".join(lines + kernel_status())

@@ -5,18 +5,20 @@ from __future__ import annotations
 import numpy as np
 
 from ..config import GptOssConfig
+from ..memory.workspace import SLIDING_ROLLBACK
 
 
 class LayerCache:
     """k, v: float32 [kv_heads, capacity, head_dim]: each head's positions contiguous, so
-    attention streams them in order. A sliding layer's ring holds only the
-    last `window` positions (position p lives at p % window); a full layer's buffer holds
-    every position and grows by doubling up to the context limit."""
+    attention streams them in order. A sliding layer's ring holds the last window +
+    SLIDING_ROLLBACK positions (position p lives at p % capacity; attention reads only the
+    window); a full layer's buffer holds every position and grows by doubling up to the
+    context limit."""
 
     def __init__(self, cfg: GptOssConfig, sliding: bool, capacity: int):
         self.ring = sliding
         self.window = cfg.sliding_window if sliding else 0
-        cap = cfg.sliding_window if sliding else capacity
+        cap = cfg.sliding_window + SLIDING_ROLLBACK if sliding else capacity
         self.k = np.zeros((cfg.num_key_value_heads, cap, cfg.head_dim), np.float32)
         self.v = np.zeros_like(self.k)
 
@@ -29,6 +31,10 @@ class LayerCache:
             new = np.zeros((old.shape[0], cap, old.shape[2]), np.float32)
             new[:, :old.shape[1]] = old
             setattr(self, name, new)
+
+    def ring_slots(self, end: int) -> np.ndarray:
+        """Where the ring keeps the window of positions before `end`."""
+        return np.arange(max(0, end - self.window), end) % self.k.shape[1]
 
     @property
     def nbytes(self) -> int:

@@ -8,6 +8,7 @@ clamped SwiGLU with +1 on the linear half) is a kernel in kernels/loops.py, call
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
@@ -18,7 +19,7 @@ from ..config import GptOssConfig, yarn_inv_freq
 from ..format.fileio import PositionalReader
 from ..kernels import loops
 from ..memory.workspace import PREFILL_CHUNK, Buffers, work_arrays
-from .kvcache import KVCache
+from .sequence import Sequence, Usage
 
 
 # placeholders for the arrays a matrix of the other kind has (see loops.matmul)
@@ -162,7 +163,10 @@ class Model:
         self.inv_freq = np.array(inv_freq, np.float64)
         self._cos = self._sin = np.zeros((0, cfg.head_dim // 2), np.float32)
         # a streaming plan has no room for the cache to grow past the context it was planned for
-        self.cache = KVCache(cfg, context, limit=context if self.plan.streaming else None)
+        self._kv_limit = context if self.plan.streaming else None
+        self.context = context
+        self.sequence = self.new_sequence()  # the one logits/forward/generate use unless given another
+        self.lock = threading.RLock()  # one forward pass at a time: they share the work buffers
         self._buf = Buffers()
         self._scratch_tokens = 0
         self._tokenizer = None
@@ -189,34 +193,45 @@ class Model:
             self._scratch_tokens = T
         return self._att_scratch, self._moe_scratch
 
-    def forward(self, tokens: Iterable[int], all_logits: bool = False) -> np.ndarray:
-        """Run `tokens` after what the cache holds; returns float32 logits for every new token
-        [T, V] if all_logits, else for the last one [V]. Long inputs run in chunks of
-        PREFILL_CHUNK tokens (bounded work memory, same results)."""
+    def new_sequence(self) -> Sequence:
+        """A new, empty sequence (a conversation's KV cache) on this model."""
+        return Sequence(self.config, self.context, limit=self._kv_limit)
+
+    @property
+    def cache(self):
+        """The default sequence's KV cache."""
+        return self.sequence.cache
+
+    def forward(self, tokens: Iterable[int], all_logits: bool = False, sequence: Sequence | None = None) -> np.ndarray:
+        """Run `tokens` after what the sequence (default: the model's own) holds; returns float32
+        logits for every new token [T, V] if all_logits, else for the last one [V]. Long inputs
+        run in chunks of PREFILL_CHUNK tokens (bounded work memory, same results)."""
         cfg = self.config
+        cache = (sequence or self.sequence).cache
         ids = np.asarray(list(tokens), dtype=np.int64)
         if ids.size == 0:
             raise ValueError("no tokens to run")
         if ids.min() < 0 or ids.max() >= cfg.vocab_size:
             raise ValueError(f"token ids must be in [0, {cfg.vocab_size}); got {ids.min()}..{ids.max()}")
-        self.cache.reserve(self.cache.length + ids.size)
-        routing = self._buf.get("routing", (ids.size, cfg.num_hidden_layers, cfg.num_experts_per_tok), np.int64)
-        parts = []
-        for c0 in range(0, ids.size, PREFILL_CHUNK):
-            chunk = ids[c0:c0 + PREFILL_CHUNK]
-            last = c0 + chunk.size == ids.size
-            logits = self._forward_chunk(chunk, routing[c0:c0 + chunk.size],
-                                         "all" if all_logits else "last" if last else "none")
-            if all_logits:
-                parts.append(logits)
-        self.last_routing = routing  # [T, layers, k]: the experts each new token used
-        return np.concatenate(parts) if all_logits else logits[0].copy()
+        with self.lock:
+            cache.reserve(cache.length + ids.size)
+            routing = self._buf.get("routing", (ids.size, cfg.num_hidden_layers, cfg.num_experts_per_tok), np.int64)
+            parts = []
+            for c0 in range(0, ids.size, PREFILL_CHUNK):
+                chunk = ids[c0:c0 + PREFILL_CHUNK]
+                last = c0 + chunk.size == ids.size
+                logits = self._forward_chunk(chunk, routing[c0:c0 + chunk.size],
+                                             "all" if all_logits else "last" if last else "none", cache)
+                if all_logits:
+                    parts.append(logits)
+            self.last_routing = routing  # [T, layers, k]: the experts each new token used
+            return np.concatenate(parts) if all_logits else logits[0].copy()
 
-    def _forward_chunk(self, ids: np.ndarray, routing: np.ndarray, logits: str) -> np.ndarray | None:
-        """One chunk through every layer. logits: "all" (a new [T, V] array), "last" (a [1, V]
-        view of a reused buffer, valid until the next call) or "none"."""
+    def _forward_chunk(self, ids: np.ndarray, routing: np.ndarray, logits: str, cache) -> np.ndarray | None:
+        """One chunk through every layer, after what `cache` holds. logits: "all" (a new [T, V]
+        array), "last" (a [1, V] view of a reused buffer, valid until the next call) or "none"."""
         cfg = self.config
-        T, pos0 = ids.size, self.cache.length
+        T, pos0 = ids.size, cache.length
         cos, sin = self._rope_tables(pos0 + T)
         H = cfg.hidden_size
         scale = np.float32(1.0 / np.sqrt(cfg.head_dim))
@@ -229,7 +244,7 @@ class Model:
         attn_work = (x, h, hq, hd_, qkv, q, kk, v, attn, aq, ad, o)
         self.embed.rows_f32(ids, x, B)   # x: the residual stream; h: the normed input of a block
         forced = self._forced_rows(T)
-        for li, (layer, lc) in enumerate(zip(self.layers, self.cache.layers)):
+        for li, (layer, lc) in enumerate(zip(self.layers, cache.layers)):
             loops.attention_block(*attn_work, *layer.attention_weights, eps, cos, sin, pos0, lc.k, lc.v, lc.ring,
                                   lc.window, scale, *att_scratch)
             # mixture-of-experts block
@@ -245,7 +260,7 @@ class Model:
             else:
                 self.expert_cache.run_layer(li, h, idx, wts, self.expert_acts_q8, cfg.swiglu_limit,
                                             cfg.swiglu_alpha, x, moe_scratch)
-        self.cache.tokens.extend(ids.tolist())
+        cache.tokens.extend(ids.tolist())
         if logits == "none":
             return None
         n = T if logits == "all" else 1
@@ -254,16 +269,18 @@ class Model:
         out = np.empty((n, cfg.vocab_size), np.float32) if logits == "all" else B.get("logits", (1, cfg.vocab_size))
         return self.lm_head.apply(normed, out, B.get("nq", (n, H), np.int8), B.get("nd", (n, H // 32)))
 
-    def step(self, token: int) -> np.ndarray:
-        """Decode one token after what the cache holds: its logits [V], a view of a buffer that
-        the next call overwrites (copy it to keep it). Allocates no array data."""
+    def step(self, token: int, sequence: Sequence | None = None) -> np.ndarray:
+        """Decode one token after what the sequence holds: its logits [V], a view of a buffer
+        that the next call overwrites (copy it to keep it). Allocates no array data."""
         if not 0 <= token < self.config.vocab_size:
             raise ValueError(f"token id must be in [0, {self.config.vocab_size}); got {token}")
-        self.cache.reserve(self.cache.length + 1)
-        ids = self._buf.get("step_id", (1,), np.int64)
-        ids[0] = token
-        self.last_routing = self._buf.get("step_routing", (1,) + self.last_routing.shape[1:], np.int64)
-        return self._forward_chunk(ids, self.last_routing, "last")[0]
+        cache = (sequence or self.sequence).cache
+        with self.lock:
+            cache.reserve(cache.length + 1)
+            ids = self._buf.get("step_id", (1,), np.int64)
+            ids[0] = token
+            self.last_routing = self._buf.get("step_routing", (1,) + self.last_routing.shape[1:], np.int64)
+            return self._forward_chunk(ids, self.last_routing, "last", cache)[0]
 
     def force_routing(self, experts: np.ndarray | None, weights: np.ndarray | None = None) -> None:
         """Replay a routing trace instead of the router: token i of the stream run from now on
@@ -293,25 +310,30 @@ class Model:
 
     # -- public API ---------------------------------------------------------------------------
     def reset(self) -> None:
-        self.cache.reset()
+        self.sequence.reset()
 
     def logits(self, ids: Iterable[int]) -> np.ndarray:
         """float32 [len(ids), vocab]: the logits after each token, for a fresh context."""
         self.reset()
         return self.forward(ids, all_logits=True)
 
-    def _prefill(self, ids: list[int]) -> np.ndarray:
-        """Logits after `ids`, reusing the cache when it already holds a prefix of them."""
-        held = self.cache.tokens
-        if 0 < len(held) < len(ids) and ids[:len(held)] == held:
-            return self.forward(ids[len(held):])
-        self.reset()
-        return self.forward(ids)
+    def prefill(self, ids: list[int], sequence: Sequence | None = None) -> tuple[np.ndarray, int]:
+        """Bring the sequence to hold exactly `ids`, running only what it does not share with
+        them already (Sequence.rewind), and checkpoint its sliding layers there: the logits
+        after `ids` [V] and how many of them were kept rather than run."""
+        seq = sequence or self.sequence
+        with self.lock:
+            kept = seq.rewind(ids)
+            logits = self.forward(ids[kept:], sequence=seq)
+            seq.checkpoint()
+        return logits, kept
 
     def generate(self, ids: Iterable[int], max_tokens: int = 256, temperature: float = 1.0,
                  top_p: float = 1.0, top_k: int = 0, seed: int | None = None,
-                 stop: Iterable[int] | None = None) -> Iterator[int]:
-        """Yield up to max_tokens sampled token ids after the prompt `ids`.
+                 stop: Iterable[int] | None = None, sequence: Sequence | None = None) -> Iterator[int]:
+        """Yield up to max_tokens sampled token ids after the prompt `ids`, on `sequence`
+        (default: the model's own), which keeps what it shares with the prompt; its `usage`
+        counts the prompt, the tokens kept and those generated.
 
         temperature 0 is greedy; top_k 0 and top_p 1 disable those filters. Generation ends
         after yielding a token in `stop` (default: the model's end-of-sequence tokens)."""
@@ -324,13 +346,16 @@ class Model:
             raise ValueError(f"temperature and top_k must be >= 0, got {temperature} and {top_k}")
         stop_ids = set(self.config.eos_token_ids if stop is None else (int(s) for s in stop))
         rng = np.random.default_rng(seed)
-        logits = self._prefill(ids)
+        seq = sequence or self.sequence
+        logits, kept = self.prefill(ids, seq)
+        seq.usage = usage = Usage(prompt_tokens=len(ids), cached_tokens=kept)
         for i in range(max_tokens):
             tok = int(loops.sample_token(logits, float(temperature), int(top_k), float(top_p), rng.random()))
+            usage.completion_tokens += 1
             yield tok
-            if tok in stop_ids or i == max_tokens - 1 or self.cache.length >= self.config.max_position_embeddings:
+            if tok in stop_ids or i == max_tokens - 1 or seq.length >= self.config.max_position_embeddings:
                 return
-            logits = self.step(tok)
+            logits = self.step(tok, seq)
 
     # -- tokenizer ------------------------------------------------------------------------------
     @property

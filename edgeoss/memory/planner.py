@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import EdgeossError
 from ..format import model_dir as fmt
-from .workspace import PREFILL_CHUNK, work_bytes
+from .workspace import PREFILL_CHUNK, kv_bytes, work_bytes
 
 GiB = 1 << 30
 MiB = 1 << 20
@@ -171,8 +171,7 @@ def make_plan(files: fmt.ModelFiles, memory: int | str | None = None, context: i
             resident += sum(fmt.align_up(p["nbytes"], fmt.ALIGN) for p in t["parts"].values())
     L, E, k = cfg.num_hidden_layers, expert["count"], cfg.num_experts_per_tok
     stride = expert["stride"]
-    kv_row = 2 * cfg.kv_dim * 4  # k and v, float32, per position per layer
-    kv = sum(kv_row * (cfg.sliding_window if cfg.is_sliding(i) else context) for i in range(L))
+    kv = kv_bytes(cfg, context)
     work = work_bytes(cfg, min(PREFILL_CHUNK, context), context)
     run = (process_rss() + RUNTIME_MARGIN) if runtime is None else runtime
     fixed = run + resident + kv + work
@@ -261,7 +260,7 @@ def format_plan(p: MemoryPlan) -> str:
         f"  budget {gb(p.budget)} ({p.budget_source})",
         f"  resident weights (attention, router, norms, lm_head) {gb(p.resident_weights)}; "
         "embedding rows read on demand",
-        f"  KV cache {gb(p.kv_cache)} (sliding layers keep only their window)",
+        f"  KV cache {gb(p.kv_cache)} (sliding layers keep their window, a rollback margin and checkpoints)",
         f"  work buffers {gb(p.work)}, runtime {gb(p.runtime)} (interpreter and kernels, with margin)",
     ]
     if p.slots_per_layer:

@@ -7,9 +7,15 @@ from __future__ import annotations
 import numpy as np
 
 from ..config import GptOssConfig
-from ..kernels import loops
 
 PREFILL_CHUNK = 512  # tokens per forward chunk: bounds the work buffers; experts get ~64 tokens each
+# A sliding layer's ring keeps this many positions beyond its window, so a sequence can step back
+# that far (a rewritten tail) without recomputing; further back it needs a checkpoint.
+SLIDING_ROLLBACK = 256
+# Checkpoints a sequence keeps of its sliding layers (their last `window` positions), taken where
+# each prompt ends: the next harmony turn rewrites what came after (the reply), so that is where
+# it steps back to. The latest few cover a turn and the tool calls inside it.
+SEQUENCE_CHECKPOINTS = 4
 
 
 class Buffers:
@@ -44,6 +50,7 @@ def work_bytes(cfg: GptOssConfig, T: int, context: int) -> int:
     `context` positions (what the memory planner reserves as scratch): the chunk's arrays, the
     attention and expert scratch, the embedding rows, one row of logits, RoPE tables and the
     per-token routing record."""
+    from ..kernels import loops  # compiled code: imported only by what sizes or runs a forward pass
     arrays = list(work_arrays(cfg, T, Buffers()).values())
     arrays += loops.attention_scratch(T, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim)
     arrays += loops.moe_scratch(T, cfg.hidden_size, cfg.intermediate_size, cfg.num_local_experts,
@@ -55,3 +62,14 @@ def work_bytes(cfg: GptOssConfig, T: int, context: int) -> int:
     n += 2 * max(context, 256) * (cfg.head_dim // 2) * 4 * 2  # cos/sin tables (grown by doubling)
     n += context * cfg.num_hidden_layers * cfg.num_experts_per_tok * 8  # routing record
     return n
+
+
+def kv_bytes(cfg: GptOssConfig, context: int) -> int:
+    """Bytes of one sequence's KV cache for `context` positions: k and v in float32 on every
+    layer (a full layer holds every position, a sliding one its window plus SLIDING_ROLLBACK),
+    and SEQUENCE_CHECKPOINTS copies of the sliding layers' windows."""
+    row = 2 * cfg.kv_dim * 4  # k and v, float32, one position of one layer
+    sliding = sum(cfg.is_sliding(i) for i in range(cfg.num_hidden_layers))
+    full = cfg.num_hidden_layers - sliding
+    ring = cfg.sliding_window + SLIDING_ROLLBACK
+    return row * (full * context + sliding * (ring + SEQUENCE_CHECKPOINTS * cfg.sliding_window))

@@ -18,8 +18,15 @@ class ScriptedModel:
         self.tokenizer = encoding
         self.script = encoding.encode(reply, allowed_special="all")
         self.prompts = []
+        self.prepared = []
 
-    def generate(self, ids, max_tokens=256, stop=None, **sampling):
+    def new_sequence(self):
+        return None
+
+    def prefill(self, ids, sequence=None):
+        self.prepared.append(list(ids))
+
+    def generate(self, ids, max_tokens=256, stop=None, sequence=None, **sampling):
         self.prompts.append(list(ids))
         for tok in self.script[:max_tokens]:
             yield tok
@@ -84,9 +91,30 @@ def test_chat_with_the_engine_on_a_tiny_model(tmp_path):
     sent = chat.prompt_tokens()
     assert len(sent) > len(prompt)
     deltas = list(chat.stream(max_tokens=12, temperature=0))
-    held = model.cache.tokens  # the prompt, then every generated token but the last
-    assert held[:len(sent)] == sent and len(held) - len(sent) <= 11
+    chat._settle()  # the history, re-rendered as the next turn will show it, is in the cache
+    assert chat.sequence.tokens == chat.encoding.render_conversation(chat._conversation())
     assert all(isinstance(d.text, str) for d in deltas)
+
+
+def test_every_turn_after_the_first_reuses_the_whole_history(tmp_path):
+    """A 4-turn chat with reasoning: each turn's prompt drops the previous reply's analysis and
+    ends it with <|end|>, yet everything before the new user message comes from the cache."""
+    from edgeoss.chat.harmony import Chat
+    from edgeoss.convert import convert
+    from edgeoss.convert.synthetic import make_checkpoint
+    from edgeoss.engine.model import load
+    hf = make_checkpoint(tmp_path / "hf", preset="tiny", seed=2, tokenizer_dir=TOK, num_hidden_layers=2)
+    model = load(convert(str(hf), tmp_path / "m", progress=False))
+    chat = Chat(model, reasoning="high", instructions="Answer briefly.")
+    for turn, text in enumerate(["Hi", "What is 2+2?", "And 3+3?", "Thanks"]):
+        before = chat.encoding.render_conversation(chat._conversation())  # the history so far
+        chat.add_user(text)
+        prompt = chat.prompt_tokens()
+        assert prompt[:len(before)] == before
+        list(chat.stream(max_tokens=16, temperature=0.8, seed=turn))
+        u = chat.usage
+        assert (u.prompt_tokens, u.completion_tokens) == (len(prompt), len(chat.last_tokens))
+        assert u.cached_tokens == (len(before) if turn else 0), f"turn {turn + 1}"
 
 
 def test_cli_generate_and_chat(tmp_path, capsys, monkeypatch):

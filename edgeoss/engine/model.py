@@ -171,7 +171,6 @@ class Model:
         self._scratch_tokens = 0
         self._tokenizer = None
         self.last_routing = np.zeros((0, cfg.num_hidden_layers, cfg.num_experts_per_tok), np.int64)
-        self._forced = None  # (experts, weights, cursor): a routing trace replayed instead of the router
 
     # -- the forward pass -------------------------------------------------------------------
     def _rope_tables(self, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -202,37 +201,70 @@ class Model:
         """The default sequence's KV cache."""
         return self.sequence.cache
 
+    def _token_ids(self, tokens) -> np.ndarray:
+        ids = np.asarray(list(tokens), dtype=np.int64)
+        if ids.size == 0:
+            raise ValueError("no tokens to run")
+        if ids.min() < 0 or ids.max() >= self.config.vocab_size:
+            raise ValueError(f"token ids must be in [0, {self.config.vocab_size}); got {ids.min()}..{ids.max()}")
+        return ids
+
     def forward(self, tokens: Iterable[int], all_logits: bool = False, sequence: Sequence | None = None) -> np.ndarray:
         """Run `tokens` after what the sequence (default: the model's own) holds; returns float32
         logits for every new token [T, V] if all_logits, else for the last one [V]. Long inputs
         run in chunks of PREFILL_CHUNK tokens (bounded work memory, same results)."""
         cfg = self.config
-        cache = (sequence or self.sequence).cache
-        ids = np.asarray(list(tokens), dtype=np.int64)
-        if ids.size == 0:
-            raise ValueError("no tokens to run")
-        if ids.min() < 0 or ids.max() >= cfg.vocab_size:
-            raise ValueError(f"token ids must be in [0, {cfg.vocab_size}); got {ids.min()}..{ids.max()}")
+        seq = sequence or self.sequence
+        ids = self._token_ids(tokens)
         with self.lock:
-            cache.reserve(cache.length + ids.size)
+            seq.cache.reserve(seq.length + ids.size)
             routing = self._buf.get("routing", (ids.size, cfg.num_hidden_layers, cfg.num_experts_per_tok), np.int64)
             parts = []
             for c0 in range(0, ids.size, PREFILL_CHUNK):
                 chunk = ids[c0:c0 + PREFILL_CHUNK]
                 last = c0 + chunk.size == ids.size
                 logits = self._forward_chunk(chunk, routing[c0:c0 + chunk.size],
-                                             "all" if all_logits else "last" if last else "none", cache)
+                                             "all" if all_logits else "last" if last else "none",
+                                             [(seq, 0, chunk.size)])
                 if all_logits:
                     parts.append(logits)
             self.last_routing = routing  # [T, layers, k]: the experts each new token used
             return np.concatenate(parts) if all_logits else logits[0].copy()
 
-    def _forward_chunk(self, ids: np.ndarray, routing: np.ndarray, logits: str, cache) -> np.ndarray | None:
-        """One chunk through every layer, after what `cache` holds. logits: "all" (a new [T, V]
-        array), "last" (a [1, V] view of a reused buffer, valid until the next call) or "none"."""
+    def forward_batch(self, entries: list[tuple[Sequence, Iterable[int]]]) -> np.ndarray:
+        """Run several sequences' new tokens in one pass (continuous batching): each weight row
+        is read once for all of them and the experts are grouped across them, while attention
+        runs per sequence over its own cache. entries: (sequence, its next tokens), a sequence
+        at most once, PREFILL_CHUNK tokens in all at most. Returns each entry's logits after its
+        last token, float32 [len(entries), V] (a new array)."""
         cfg = self.config
-        T, pos0 = ids.size, cache.length
-        cos, sin = self._rope_tables(pos0 + T)
+        runs = [(seq, self._token_ids(toks)) for seq, toks in entries]
+        if len({id(seq) for seq, _ in runs}) != len(runs):
+            raise ValueError("a sequence can appear only once in a batch")
+        total = sum(ids.size for _, ids in runs)
+        if total > PREFILL_CHUNK:
+            raise ValueError(f"a batch runs at most {PREFILL_CHUNK} tokens; got {total}")
+        spans, a = [], 0
+        for seq, ids in runs:
+            spans.append((seq, a, a + ids.size))
+            a += ids.size
+        with self.lock:
+            for seq, ids in runs:
+                seq.cache.reserve(seq.length + ids.size)
+            routing = self._buf.get("routing", (total, cfg.num_hidden_layers, cfg.num_experts_per_tok), np.int64)
+            logits = self._forward_chunk(np.concatenate([ids for _, ids in runs]), routing, "last", spans)
+            self.last_routing = routing
+            return logits.copy()
+
+    def _forward_chunk(self, ids: np.ndarray, routing: np.ndarray, logits: str, spans: list) -> np.ndarray | None:
+        """One chunk through every layer: tokens ids[a:b] of each span (sequence, a, b) run after
+        what that sequence holds. logits: "all" (a new [T, V] array; one span only), "last" (each
+        span's last token: a [spans, V] view of a reused buffer, valid until the next call) or
+        "none"."""
+        cfg = self.config
+        T = ids.size
+        pos0s = [seq.length for seq, _, _ in spans]
+        cos, sin = self._rope_tables(max(p + b - a for p, (_, a, b) in zip(pos0s, spans)))
         H = cfg.hidden_size
         scale = np.float32(1.0 / np.sqrt(cfg.head_dim))
         eps = cfg.rms_norm_eps
@@ -243,15 +275,30 @@ class Model:
         x, h, hq, hd_, qkv, q, kk, v, attn, aq, ad, o, router_logits, idx, wts = w.values()
         attn_work = (x, h, hq, hd_, qkv, q, kk, v, attn, aq, ad, o)
         self.embed.rows_f32(ids, x, B)   # x: the residual stream; h: the normed input of a block
-        forced = self._forced_rows(T)
-        for li, (layer, lc) in enumerate(zip(self.layers, cache.layers)):
-            loops.attention_block(*attn_work, *layer.attention_weights, eps, cos, sin, pos0, lc.k, lc.v, lc.ring,
-                                  lc.window, scale, *att_scratch)
+        forced = self._forced_rows(spans)  # (experts, weights, which tokens) or None
+        use_router = forced is None or not forced[2].all()
+        for li, layer in enumerate(self.layers):
+            if len(spans) == 1:  # one compiled call for the whole block
+                lc = spans[0][0].cache.layers[li]
+                loops.attention_block(*attn_work, *layer.attention_weights, eps, cos, sin, pos0s[0], lc.k, lc.v,
+                                      lc.ring, lc.window, scale, *att_scratch)
+            else:  # the same steps, attention per sequence
+                loops.f32_rmsnorm(x, layer.attn_norm, eps, h)
+                loops.matmul(*layer.qkv.parts, h, hq, hd_, qkv)
+                for (seq, a, b), pos0 in zip(spans, pos0s):
+                    lc = seq.cache.layers[li]
+                    loops.qkv_split_rope(qkv[a:b], layer.qkv_bias, cos, sin, pos0, q[a:b], kk[a:b], v[a:b])
+                    loops.attention_sinks(q[a:b], kk[a:b], v[a:b], lc.k, lc.v, pos0, lc.ring, lc.window,
+                                          layer.sinks, scale, attn[a:b], *att_scratch)
+                    loops.kv_store(kk[a:b], v[a:b], lc.k, lc.v, pos0, lc.ring)
+                loops.matmul(*layer.o.parts, attn.reshape((T, attn.shape[1] * attn.shape[2])), aq, ad, o)
+                loops.add_bias_residual(o, layer.o_bias, x)
             # mixture-of-experts block
-            if forced is not None:
-                idx[:], wts[:] = forced[0][:, li], forced[1][:, li]
             loops.mlp_norm_route(x, layer.mlp_norm, eps, h, layer.router.arrays["data"], layer.router_bias,
-                                 router_logits, forced is None, idx, wts)
+                                 router_logits, use_router, idx, wts)
+            if forced is not None:
+                rows = forced[2]
+                idx[rows], wts[rows] = forced[0][:, li], forced[1][:, li]
             routing[:, li] = idx
             if self.expert_cache is None:
                 loops.moe(h, idx, wts, layer.experts, self.all_experts, layer.expert_offsets, H,
@@ -260,13 +307,18 @@ class Model:
             else:
                 self.expert_cache.run_layer(li, h, idx, wts, self.expert_acts_q8, cfg.swiglu_limit,
                                             cfg.swiglu_alpha, x, moe_scratch)
-        cache.tokens.extend(ids.tolist())
+        for seq, a, b in spans:
+            seq.cache.tokens.extend(ids[a:b].tolist())
         if logits == "none":
             return None
-        n = T if logits == "all" else 1
+        if logits == "all":
+            n, last = T, x
+        else:  # each span's last token
+            n = len(spans)
+            last = x[T - 1:] if n == 1 else np.take(x, [b - 1 for _, _, b in spans], axis=0, out=B.get("last", (n, H)))
         normed = B.get("normed", (n, H))
-        loops.f32_rmsnorm(x[T - n:], self.norm, eps, normed)
-        out = np.empty((n, cfg.vocab_size), np.float32) if logits == "all" else B.get("logits", (1, cfg.vocab_size))
+        loops.f32_rmsnorm(last, self.norm, eps, normed)
+        out = np.empty((n, cfg.vocab_size), np.float32) if logits == "all" else B.get("logits", (n, cfg.vocab_size))
         return self.lm_head.apply(normed, out, B.get("nq", (n, H), np.int8), B.get("nd", (n, H // 32)))
 
     def step(self, token: int, sequence: Sequence | None = None) -> np.ndarray:
@@ -274,20 +326,23 @@ class Model:
         that the next call overwrites (copy it to keep it). Allocates no array data."""
         if not 0 <= token < self.config.vocab_size:
             raise ValueError(f"token id must be in [0, {self.config.vocab_size}); got {token}")
-        cache = (sequence or self.sequence).cache
+        seq = sequence or self.sequence
         with self.lock:
-            cache.reserve(cache.length + 1)
+            seq.cache.reserve(seq.length + 1)
             ids = self._buf.get("step_id", (1,), np.int64)
             ids[0] = token
             self.last_routing = self._buf.get("step_routing", (1,) + self.last_routing.shape[1:], np.int64)
-            return self._forward_chunk(ids, self.last_routing, "last", cache)[0]
+            return self._forward_chunk(ids, self.last_routing, "last", [(seq, 0, 1)])[0]
 
-    def force_routing(self, experts: np.ndarray | None, weights: np.ndarray | None = None) -> None:
-        """Replay a routing trace instead of the router: token i of the stream run from now on
-        uses experts[i % n] (int [n, layers, k]) with weights[i % n] (default: equal), while the
-        experts are still really read and computed. None restores the router."""
+    def force_routing(self, experts: np.ndarray | None, weights: np.ndarray | None = None,
+                      sequence: Sequence | None = None) -> None:
+        """Replay a routing trace instead of the router on a sequence (default: the model's own):
+        its token i run from now on uses experts[i % n] (int [n, layers, k]) with weights[i % n]
+        (default: equal), while the experts are still really read and computed. None restores
+        the router."""
+        seq = sequence or self.sequence
         if experts is None:
-            self._forced = None
+            seq.forced = None
             return
         cfg = self.config
         experts = np.asarray(experts).astype(np.int64)
@@ -298,15 +353,24 @@ class Model:
             raise ValueError(f"routing trace names experts outside [0, {cfg.num_local_experts})")
         if weights is None:
             weights = np.full(experts.shape, 1.0 / experts.shape[2], np.float32)
-        self._forced = [experts, np.asarray(weights, np.float32), 0]
+        seq.forced = [experts, np.asarray(weights, np.float32), 0]
 
-    def _forced_rows(self, T: int):
-        if self._forced is None:
+    def _forced_rows(self, spans):
+        """The replayed routing of a chunk's forced tokens: experts and weights [n, layers, k]
+        and which of the chunk's tokens they belong to (bool [T]); None when none is forced."""
+        if all(seq.forced is None for seq, _, _ in spans):
             return None
-        ex, wt, c = self._forced
-        rows = (c + np.arange(T)) % ex.shape[0]
-        self._forced[2] = int(rows[-1] + 1)
-        return ex[rows], wt[rows]
+        which = np.zeros(spans[-1][2], np.bool_)
+        ex, wt = [], []
+        for seq, a, b in spans:
+            if seq.forced is not None:
+                e, w, c = seq.forced
+                rows = (c + np.arange(b - a)) % e.shape[0]
+                seq.forced[2] = int(rows[-1] + 1)
+                ex.append(e[rows])
+                wt.append(w[rows])
+                which[a:b] = True
+        return np.concatenate(ex), np.concatenate(wt), which
 
     # -- public API ---------------------------------------------------------------------------
     def reset(self) -> None:

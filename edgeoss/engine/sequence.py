@@ -55,6 +55,7 @@ class Sequence:
         # (position, k and v windows [layers][kv_heads, window, head_dim]), oldest first
         self.checkpoints: list[tuple[int, list[np.ndarray], list[np.ndarray]]] = []
         self.usage = Usage()
+        self.forced = None  # [experts, weights, cursor]: a routing trace replayed (Model.force_routing)
         self._rings = [layer for layer in self.cache.layers if layer.ring]
         self.window = cfg.sliding_window if self._rings else 0
         self._ring_size = self._rings[0].k.shape[1] if self._rings else 0

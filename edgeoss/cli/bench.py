@@ -25,7 +25,14 @@ def format_report(r: dict) -> str:
         f"expert cache {r['expert_slots_per_layer']} slots/layer: decode hit rate {r['expert_hit_rate']:.3f}, "
         f"{r['disk_bytes_per_token'] / 1e6:.0f} MB/token from disk ({r['io_mode']}, "
         f"{r['disk_bandwidth_bytes_per_s'] / gb:.2f} GB/s); plan predicted {r['predicted_decode_tokens_per_s']:.2f} "
-        "tok/s"] if "expert_hit_rate" in r else []))
+        "tok/s"] if "expert_hit_rate" in r else []) + ([
+        f"after a {r['depth']}-token context (prefilled in {r['depth_prefill_s']:.1f} s): the figures above"]
+        if r["depth"] else []) + ([
+        f"{r['concurrent']} streams together: aggregate decode {r['aggregate_decode_tokens_per_s']:.2f} tok/s "
+        f"({r['aggregate_speedup']:.2f}x one stream); per stream "
+        + ", ".join(f"{x:.2f}" for x in r["per_stream_decode_tokens_per_s"])
+        + "; time to first token " + ", ".join(f"{x:.2f}" for x in r["ttft_s"]) + " s"]
+        if r.get("concurrent") else []))
 
 
 def add_parser(sub) -> None:
@@ -39,6 +46,11 @@ def add_parser(sub) -> None:
                    help="KV-cache size in tokens, as a default run has (default 4096)")
     b.add_argument("--routing-trace", default=None, metavar="FILE.npz",
                    help="force each token's experts from a recorded trace (real compute and reads)")
+    b.add_argument("--depth", type=int, default=0, metavar="D",
+                   help="prefill and decode after a D-token context (as llama-bench -d)")
+    b.add_argument("--concurrent", type=int, default=1, metavar="N",
+                   help="also decode N streams together (continuous batching); with --routing-trace each "
+                        "replays its own sequence of the trace")
     add_memory_arg(b)
     b.add_argument("--json", action="store_true", help="print one JSON object")
     b.set_defaults(func=run)
@@ -47,6 +59,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from ..engine.benchmark import run_bench
     r = run_bench(args.model, prompt=args.prompt, gen=args.gen, threads=args.threads, repeats=args.repeats,
-                  context=args.context, memory=args.memory, routing_trace=args.routing_trace)
+                  context=args.context, memory=args.memory, routing_trace=args.routing_trace,
+                  concurrent=args.concurrent, depth=args.depth)
     print(json.dumps(r) if args.json else format_report(r))
     return 0

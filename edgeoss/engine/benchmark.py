@@ -42,32 +42,86 @@ def peak_rss_bytes() -> int:
     return r if sys.platform == "darwin" else r * 1024
 
 
+def run_concurrent(model, streams: int, prompt: int, gen: int, rng, trace=None) -> dict:
+    """`streams` requests of `prompt` random tokens, submitted together and decoded greedily in
+    shared forward passes (engine.scheduler), each on its own sequence and, with a routing
+    trace, replaying its own sequence of it. Aggregate decode counts the tokens of the steps
+    in which every stream was decoding; per stream, its own tokens over its own decode time."""
+    from .scheduler import Request, Scheduler
+    vocab = model.config.vocab_size
+    seqs = [model.new_sequence() for _ in range(streams)]
+    if trace is not None:
+        for i, seq in enumerate(seqs):
+            model.force_routing(*trace[i % len(trace)], sequence=seq)
+    sched = Scheduler(model)
+    t0 = time.perf_counter()
+    reqs = [sched.add(Request(seq, [int(t) for t in rng.integers(0, min(vocab, 199998), prompt)],
+                              max_tokens=gen, temperature=0, stop=[])) for seq in seqs]
+    first, last = {}, {}
+    all_decoding, steady_tokens = None, 0
+    while sched.active:
+        out = sched.step()
+        now = time.perf_counter()
+        for r, _ in out:
+            first.setdefault(id(r), now)
+            last[id(r)] = now
+        if all_decoding is not None:
+            steady_tokens += len(out)
+            steady_end = now
+        elif len(first) == streams and len(out) == streams:
+            all_decoding = now  # from here on, every step decodes one token of every stream
+    per_stream = [(len(r.tokens) - 1) / (last[id(r)] - first[id(r)]) for r in reqs if len(r.tokens) > 1]
+    return {"concurrent": streams,
+            "aggregate_decode_tokens_per_s": steady_tokens / (steady_end - all_decoding) if steady_tokens else float("nan"),
+            "per_stream_decode_tokens_per_s": per_stream,
+            "ttft_s": [first[id(r)] - t0 for r in reqs]}
+
+
 def run_bench(path, prompt: int = 512, gen: int = 128, threads: int | None = None, repeats: int = 3,
-              seed: int = 0, context: int = 4096, memory=None, routing_trace=None) -> dict:
+              seed: int = 0, context: int = 4096, memory=None, routing_trace=None, concurrent: int = 1,
+              depth: int = 0) -> dict:
+    """The figures of `edgeoss bench`. depth: decode (and prefill) after a context of that many
+    tokens, as llama-bench's -d (prefilled once, then stepped back to for each repeat).
+    concurrent > 1: also `concurrent` streams decoding together (run_concurrent)."""
     from ..memory import planner
     from ..kernels import dot
     from .model import load
 
     t_start = time.perf_counter()
-    model = load(path, context=max(context, prompt + gen), threads=threads, memory=memory)
+    need = depth + prompt + gen
+    model = load(path, context=max(context, need), threads=threads, memory=memory)
     files = model.files
+    trace = None
     if routing_trace is not None:
         from ..memory.routing_trace import concatenated, load_trace
-        model.force_routing(*concatenated(load_trace(routing_trace)))
+        trace = load_trace(routing_trace)
+        model.force_routing(*concatenated(trace))
     cache = model.expert_cache
     vocab = model.config.vocab_size
     rng = np.random.default_rng(seed)
     ids = [int(t) for t in rng.integers(0, min(vocab, 199998), prompt)]
+    context_ids = [int(t) for t in rng.integers(0, min(vocab, 199998), depth)]
 
     # cold: the first token of this process (Numba cache load, page faults on the weights)
     model.reset()
     model.forward(ids[:1])
     ttft_cold = time.perf_counter() - t_start
 
+    depth_s = None
+    if depth:
+        model.reset()
+        t0 = time.perf_counter()
+        model.forward(context_ids)
+        depth_s = time.perf_counter() - t0
+        model.sequence.checkpoint()  # each repeat steps back here
+
     prefill, decode, ttft = [], [], []
     hits = misses = disk = 0
     for _ in range(repeats):
-        model.reset()
+        if depth:
+            model.sequence.rewind(context_ids + [0])  # back to exactly the depth's context
+        else:
+            model.reset()
         t0 = time.perf_counter()
         logits = model.forward(ids)
         t1 = time.perf_counter()
@@ -84,6 +138,11 @@ def run_bench(path, prompt: int = 512, gen: int = 128, threads: int | None = Non
             if cache is not None:
                 hits, misses, disk = hits + cache.hits, misses + cache.misses, disk + cache.bytes_read
 
+    together = {}
+    if concurrent > 1:
+        together = run_concurrent(model, concurrent, prompt, gen, rng,
+                                  trace)
+        together["aggregate_speedup"] = together["aggregate_decode_tokens_per_s"] / statistics.median(decode)
     rss = peak_rss_bytes()  # before the bandwidth sweep allocates its buffer
     plan = model.plan
     # under a budget, a sweep buffer that still dwarfs the caches but not the budget
@@ -101,6 +160,7 @@ def run_bench(path, prompt: int = 512, gen: int = 128, threads: int | None = Non
         "model": str(files.path), "preset": files.preset, "threads": model.threads,
         "kernels": f"{dot.BACKEND}" + (f"/{dot.simd_variant_name()}" if dot.BACKEND == "c" else ""),
         "prompt_tokens": prompt, "gen_tokens": gen, "repeats": repeats, "context": model.cache.capacity,
+        "depth": depth, "depth_prefill_s": depth_s,
         "prefill_tokens_per_s": statistics.median(prefill),
         "decode_tokens_per_s": dec,
         "prefill_runs": prefill, "decode_runs": decode,
@@ -111,5 +171,5 @@ def run_bench(path, prompt: int = 512, gen: int = 128, threads: int | None = Non
         "memory_budget_bytes": plan.budget, "peak_rss_within_budget": rss <= plan.budget,
         "memory_plan": plan.verdict, "expert_slots_per_layer":
         plan.slots_per_layer, "routing_trace": None if routing_trace is None else str(routing_trace),
-        **streamed,
+        **streamed, **together,
     }

@@ -422,6 +422,9 @@ int eo_kernels_avx2(eo_kernels *k)
     k->f32_mxfp4w = f32_mxfp4w_avx2;
     k->f32_bf16w = f32_bf16w_avx2;
     k->f32_attention = eo_attention_block_avx2;
+    k->f32_to_f16 = eo_f32_to_f16_f16c;
+    k->f16_to_f32 = eo_f16_to_f32_f16c;
+    k->f16_round = eo_f16_round_f16c;
     return 1;
 }
 

@@ -225,6 +225,9 @@ int eo_kernels_avx512(eo_kernels *k, int vnni, int vbmi)
     k->f32_mxfp4w = f32_mxfp4w_avx512;
     k->f32_bf16w = f32_bf16w_avx512;
     k->f32_attention = eo_attention_block_avx512;
+    k->f32_to_f16 = eo_f32_to_f16_f16c;
+    k->f16_to_f32 = eo_f16_to_f32_f16c;
+    k->f16_round = eo_f16_round_f16c;
     if (vnni && vbmi) {
         k->variant = "avx512-vnni-vbmi";
         k->q8_mxfp4w = q8_mxfp4w_avx512_vbmi;

@@ -240,6 +240,9 @@ int eo_kernels_neon(eo_kernels *k)
     k->f32_mxfp4w = f32_mxfp4w_neon;
     k->f32_bf16w = f32_bf16w_neon;
     k->f32_attention = eo_attention_block_neon;
+    k->f32_to_f16 = eo_f32_to_f16_neon;
+    k->f16_to_f32 = eo_f16_to_f32_neon;
+    k->f16_round = eo_f16_round_neon;
     return 1;
 }
 

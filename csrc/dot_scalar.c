@@ -201,5 +201,8 @@ int eo_kernels_scalar(eo_kernels *k)
     k->f32_mxfp4w = f32_mxfp4w_scalar;
     k->f32_bf16w = f32_bf16w_scalar;
     k->f32_attention = eo_attention_block_scalar;
+    k->f32_to_f16 = eo_f32_to_f16_scalar;
+    k->f16_to_f32 = eo_f16_to_f32_scalar;
+    k->f16_round = eo_f16_round_scalar;
     return 1;
 }

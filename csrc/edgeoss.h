@@ -132,6 +132,14 @@ void eo_f32_attention_block(const float *qt, int64_t rows, int64_t hd,
                             const int32_t *lo, const int32_t *hi, float *m, float *l,
                             float *acct, float *scores);
 
+/* The KV cache's float16: n values converted between float32 and IEEE
+ * binary16 bits (round to nearest, ties to even; subnormals kept; overflow to
+ * infinity), and x rounded in place to the nearest float16 value, i.e. what
+ * a store and a load give back. */
+void eo_f32_to_f16(const float *src, uint16_t *dst, int64_t n);
+void eo_f16_to_f32(const uint16_t *src, float *dst, int64_t n);
+void eo_f16_round(float *x, int64_t n);
+
 /* EO_CDEF_END */
 
 #ifdef __cplusplus

@@ -71,6 +71,11 @@ typedef void eo_f32_attention_kernel(const float *qt, int64_t rows, int64_t hd, 
                                      float *acct, float *scores);
 typedef eo_f32_attention_kernel *eo_f32_attention_fn;
 
+/* the KV cache's float16 conversions (kv16.c) */
+typedef void (*eo_f32_to_f16_fn)(const float *src, uint16_t *dst, int64_t n);
+typedef void (*eo_f16_to_f32_fn)(const uint16_t *src, float *dst, int64_t n);
+typedef void (*eo_f16_round_fn)(float *x, int64_t n);
+
 typedef struct eo_kernels {
     const char *variant;
     eo_q8_quantize_fn q8_quantize;
@@ -80,11 +85,25 @@ typedef struct eo_kernels {
     eo_f32_mxfp4w_fn f32_mxfp4w;
     eo_f32_bf16w_fn f32_bf16w;
     eo_f32_attention_fn f32_attention;
+    eo_f32_to_f16_fn f32_to_f16;
+    eo_f16_to_f32_fn f16_to_f32;
+    eo_f16_round_fn f16_round;
 } eo_kernels;
 
 /* eo_f32_attention_block of each level (attention.c) */
 eo_f32_attention_kernel eo_attention_block_scalar, eo_attention_block_avx2, eo_attention_block_avx512,
     eo_attention_block_neon;
+
+/* the float16 conversions of each level (kv16.c; x86 levels share the F16C ones) */
+void eo_f32_to_f16_scalar(const float *src, uint16_t *dst, int64_t n);
+void eo_f16_to_f32_scalar(const uint16_t *src, float *dst, int64_t n);
+void eo_f16_round_scalar(float *x, int64_t n);
+void eo_f32_to_f16_f16c(const float *src, uint16_t *dst, int64_t n);
+void eo_f16_to_f32_f16c(const uint16_t *src, float *dst, int64_t n);
+void eo_f16_round_f16c(float *x, int64_t n);
+void eo_f32_to_f16_neon(const float *src, uint16_t *dst, int64_t n);
+void eo_f16_to_f32_neon(const uint16_t *src, float *dst, int64_t n);
+void eo_f16_round_neon(float *x, int64_t n);
 
 /* Each fills *k and returns 1 if that level is compiled in, else returns 0. */
 int eo_kernels_scalar(eo_kernels *k);

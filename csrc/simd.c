@@ -14,7 +14,7 @@
 static eo_kernels g_kernels;
 static int g_level = -1;
 
-int eo_abi_version(void) { return 2; }
+int eo_abi_version(void) { return 3; }
 
 #if EO_HAVE_X86_SIMD
 static int x86_has_f16c(void)
@@ -253,6 +253,33 @@ void eo_f32_attention_block(const float *qt, int64_t rows, int64_t hd, const flo
     if (g_level < 0)
         eo_init();
     g_kernels.f32_attention(qt, rows, hd, k, v, kv_stride, nkeys, lo, hi, m, l, acct, scores);
+}
+
+void eo_f32_to_f16(const float *src, uint16_t *dst, int64_t n)
+{
+    if (n <= 0)
+        return;
+    if (g_level < 0)
+        eo_init();
+    g_kernels.f32_to_f16(src, dst, n);
+}
+
+void eo_f16_to_f32(const uint16_t *src, float *dst, int64_t n)
+{
+    if (n <= 0)
+        return;
+    if (g_level < 0)
+        eo_init();
+    g_kernels.f16_to_f32(src, dst, n);
+}
+
+void eo_f16_round(float *x, int64_t n)
+{
+    if (n <= 0)
+        return;
+    if (g_level < 0)
+        eo_init();
+    g_kernels.f16_round(x, n);
 }
 
 /* Levels not compiled into this build. */

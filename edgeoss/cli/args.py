@@ -10,6 +10,12 @@ def add_runtime_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--context", type=int, default=4096,
                    help="KV-cache size in tokens (grows on demand when everything fits in memory)")
     add_memory_arg(p)
+    add_kv_cache_arg(p)
+
+
+def add_kv_cache_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--kv-cache", choices=("f16", "f32"), default="f16",
+                   help="how the KV cache keeps keys and values: float16 (default, half the memory) or float32")
 
 
 def add_memory_arg(p: argparse.ArgumentParser) -> None:

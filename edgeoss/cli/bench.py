@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from .args import add_memory_arg
+from .args import add_kv_cache_arg, add_memory_arg
 
 
 def format_report(r: dict) -> str:
@@ -52,6 +52,7 @@ def add_parser(sub) -> None:
                    help="also decode N streams together (continuous batching); with --routing-trace each "
                         "replays its own sequence of the trace")
     add_memory_arg(b)
+    add_kv_cache_arg(b)
     b.add_argument("--json", action="store_true", help="print one JSON object")
     b.set_defaults(func=run)
 
@@ -60,6 +61,6 @@ def run(args) -> int:
     from ..engine.benchmark import run_bench
     r = run_bench(args.model, prompt=args.prompt, gen=args.gen, threads=args.threads, repeats=args.repeats,
                   context=args.context, memory=args.memory, routing_trace=args.routing_trace,
-                  concurrent=args.concurrent, depth=args.depth)
+                  concurrent=args.concurrent, depth=args.depth, kv_cache=args.kv_cache)
     print(json.dumps(r) if args.json else format_report(r))
     return 0

@@ -22,7 +22,7 @@ def add_parser(sub) -> None:
 def run(a) -> int:
     from ..chat.harmony import Chat
     from ..engine.model import load
-    model = load(a.model, context=a.context, threads=a.threads, memory=a.memory)
+    model = load(a.model, context=a.context, threads=a.threads, memory=a.memory, kv_cache=a.kv_cache)
     chat = Chat(model, reasoning=a.reasoning, instructions=a.instructions)
     interactive = sys.stdin.isatty()
     if interactive:

@@ -36,7 +36,7 @@ class TextStream:
 
 def run(a) -> int:
     from ..engine.model import load
-    model = load(a.model, context=a.context, threads=a.threads, memory=a.memory)
+    model = load(a.model, context=a.context, threads=a.threads, memory=a.memory, kv_cache=a.kv_cache)
     enc = model.tokenizer
     if a.ids or enc is None:
         try:

@@ -8,7 +8,7 @@ import json
 from ..format import model_dir as fmt
 from ..memory import cache_policy as cp
 from ..memory import planner
-from .args import add_memory_arg
+from .args import add_kv_cache_arg, add_memory_arg
 
 
 def add_parser(sub) -> None:
@@ -16,6 +16,7 @@ def add_parser(sub) -> None:
     pl.add_argument("model")
     add_memory_arg(pl)
     pl.add_argument("--context", type=int, default=4096, help="KV-cache size in tokens (default 4096)")
+    add_kv_cache_arg(pl)
     pl.add_argument("--simulate", default=None, metavar="TRACE.npz",
                     help="replay a routing trace through each eviction policy and Belady's optimum")
     pl.add_argument("--no-measure", action="store_true",
@@ -27,7 +28,7 @@ def add_parser(sub) -> None:
 def run(a) -> int:
     files = fmt.ModelFiles(a.model)
     from ..kernels import loops  # noqa: F401  (the runtime measured is the one that will run)
-    plan = planner.make_plan(files, a.memory, context=a.context)
+    plan = planner.make_plan(files, a.memory, context=a.context, kv=a.kv_cache)
     if not a.no_measure and plan.slots_per_layer:
         planner.predict(plan, planner.read_bandwidth(256 << 20), planner.measure_disk_bandwidth(files))
     sim = None

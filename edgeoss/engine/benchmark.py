@@ -79,7 +79,7 @@ def run_concurrent(model, streams: int, prompt: int, gen: int, rng, trace=None) 
 
 def run_bench(path, prompt: int = 512, gen: int = 128, threads: int | None = None, repeats: int = 3,
               seed: int = 0, context: int = 4096, memory=None, routing_trace=None, concurrent: int = 1,
-              depth: int = 0) -> dict:
+              depth: int = 0, kv_cache: str = "f16") -> dict:
     """The figures of `edgeoss bench`. depth: decode (and prefill) after a context of that many
     tokens, as llama-bench's -d (prefilled once, then stepped back to for each repeat).
     concurrent > 1: also `concurrent` streams decoding together (run_concurrent)."""
@@ -89,7 +89,7 @@ def run_bench(path, prompt: int = 512, gen: int = 128, threads: int | None = Non
 
     t_start = time.perf_counter()
     need = depth + prompt + gen
-    model = load(path, context=max(context, need), threads=threads, memory=memory)
+    model = load(path, context=max(context, need), threads=threads, memory=memory, kv_cache=kv_cache)
     files = model.files
     trace = None
     if routing_trace is not None:
@@ -160,7 +160,7 @@ def run_bench(path, prompt: int = 512, gen: int = 128, threads: int | None = Non
         "model": str(files.path), "preset": files.preset, "threads": model.threads,
         "kernels": f"{dot.BACKEND}" + (f"/{dot.simd_variant_name()}" if dot.BACKEND == "c" else ""),
         "prompt_tokens": prompt, "gen_tokens": gen, "repeats": repeats, "context": model.cache.capacity,
-        "depth": depth, "depth_prefill_s": depth_s,
+        "depth": depth, "depth_prefill_s": depth_s, "kv_cache": kv_cache,
         "prefill_tokens_per_s": statistics.median(prefill),
         "decode_tokens_per_s": dec,
         "prefill_runs": prefill, "decode_runs": decode,

@@ -5,21 +5,22 @@ from __future__ import annotations
 import numpy as np
 
 from ..config import GptOssConfig
-from ..memory.workspace import SLIDING_ROLLBACK
+from ..memory.workspace import DEFAULT_KV, SLIDING_ROLLBACK, kv_dtype
 
 
 class LayerCache:
-    """k, v: float32 [kv_heads, capacity, head_dim]: each head's positions contiguous, so
+    """k, v: [kv_heads, capacity, head_dim], float32 or float16 bits (uint16; see
+    memory.workspace.KV_DTYPES): each head's positions contiguous, so
     attention streams them in order. A sliding layer's ring holds the last window +
     SLIDING_ROLLBACK positions (position p lives at p % capacity; attention reads only the
     window); a full layer's buffer holds every position and grows by doubling up to the
     context limit."""
 
-    def __init__(self, cfg: GptOssConfig, sliding: bool, capacity: int):
+    def __init__(self, cfg: GptOssConfig, sliding: bool, capacity: int, dtype=np.uint16):
         self.ring = sliding
         self.window = cfg.sliding_window if sliding else 0
         cap = cfg.sliding_window + SLIDING_ROLLBACK if sliding else capacity
-        self.k = np.zeros((cfg.num_key_value_heads, cap, cfg.head_dim), np.float32)
+        self.k = np.zeros((cfg.num_key_value_heads, cap, cfg.head_dim), dtype)
         self.v = np.zeros_like(self.k)
 
     def reserve(self, n_positions: int) -> None:
@@ -28,7 +29,7 @@ class LayerCache:
         cap = max(n_positions, 2 * self.k.shape[1])
         for name in ("k", "v"):
             old = getattr(self, name)
-            new = np.zeros((old.shape[0], cap, old.shape[2]), np.float32)
+            new = np.zeros((old.shape[0], cap, old.shape[2]), old.dtype)
             new[:, :old.shape[1]] = old
             setattr(self, name, new)
 
@@ -44,11 +45,12 @@ class LayerCache:
 class KVCache:
     """All layers' caches plus the tokens they hold (for reusing a shared prompt prefix)."""
 
-    def __init__(self, cfg: GptOssConfig, capacity: int, limit: int | None = None):
+    def __init__(self, cfg: GptOssConfig, capacity: int, limit: int | None = None, kv: str = DEFAULT_KV):
         self.cfg = cfg
+        self.kv = kv
         self.max_positions = cfg.max_position_embeddings
         self.limit = limit  # positions a memory plan made room for (None: grow up to the model's limit)
-        self.layers = [LayerCache(cfg, cfg.is_sliding(i), capacity) for i in range(cfg.num_hidden_layers)]
+        self.layers = [LayerCache(cfg, cfg.is_sliding(i), capacity, kv_dtype(kv)) for i in range(cfg.num_hidden_layers)]
         self.tokens: list[int] = []
 
     @property

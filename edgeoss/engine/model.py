@@ -18,7 +18,7 @@ from ..format import model_dir as fmt
 from ..config import GptOssConfig, yarn_inv_freq
 from ..format.fileio import PositionalReader
 from ..kernels import loops
-from ..memory.workspace import PREFILL_CHUNK, Buffers, work_arrays
+from ..memory.workspace import DEFAULT_KV, PREFILL_CHUNK, Buffers, kv_dtype, work_arrays
 from .sequence import Sequence, Usage
 
 
@@ -120,7 +120,7 @@ class Model:
     """A loaded gpt-oss model: `logits(ids)` and `generate(ids, ...)`."""
 
     def __init__(self, files: fmt.ModelFiles, context: int = 4096, threads: int | None = None,
-                 memory: int | str | None = None):
+                 memory: int | str | None = None, kv_cache: str = DEFAULT_KV):
         import numba
 
         from ..memory import planner
@@ -133,7 +133,9 @@ class Model:
         cfg = self.config
         context = min(context, cfg.max_position_embeddings)
         # decide what stays in memory before anything is mapped: refuses below the floor
-        self.plan = planner.make_plan(files, memory, context=context)
+        kv_dtype(kv_cache)  # an unknown type is refused before anything loads
+        self.kv_cache = kv_cache
+        self.plan = planner.make_plan(files, memory, context=context, kv=kv_cache)
         self.plan.require_fits()
         self.expert_cache = None
         if self.plan.streaming:
@@ -194,7 +196,7 @@ class Model:
 
     def new_sequence(self) -> Sequence:
         """A new, empty sequence (a conversation's KV cache) on this model."""
-        return Sequence(self.config, self.context, limit=self._kv_limit)
+        return Sequence(self.config, self.context, limit=self._kv_limit, kv=self.kv_cache)
 
     @property
     def cache(self):
@@ -288,6 +290,7 @@ class Model:
                 for (seq, a, b), pos0 in zip(spans, pos0s):
                     lc = seq.cache.layers[li]
                     loops.qkv_split_rope(qkv[a:b], layer.qkv_bias, cos, sin, pos0, q[a:b], kk[a:b], v[a:b])
+                    loops.kv_round_like_cache(kk[a:b], v[a:b], lc.k)
                     loops.attention_sinks(q[a:b], kk[a:b], v[a:b], lc.k, lc.v, pos0, lc.ring, lc.window,
                                           layer.sinks, scale, attn[a:b], *att_scratch)
                     loops.kv_store(kk[a:b], v[a:b], lc.k, lc.v, pos0, lc.ring)
@@ -432,9 +435,10 @@ class Model:
 
 
 def load(path: str | os.PathLike, context: int = 4096, threads: int | None = None,
-         memory: int | str | None = None) -> Model:
+         memory: int | str | None = None, kv_cache: str = DEFAULT_KV) -> Model:
     """Open a converted model directory (see `edgeoss convert`) within a memory budget: bytes or
     a size such as "8G" for the whole process (default: what this machine can spare). Experts
     that do not fit stream from disk; below the smallest budget that can run the model, this
-    raises planner.MemoryBudgetError saying what that budget is."""
-    return Model(fmt.ModelFiles(path), context=context, threads=threads, memory=memory)
+    raises planner.MemoryBudgetError saying what that budget is. kv_cache: "f16" (default) or
+    "f32", how the KV cache stores keys and values."""
+    return Model(fmt.ModelFiles(path), context=context, threads=threads, memory=memory, kv_cache=kv_cache)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..config import GptOssConfig
-from ..memory.workspace import SEQUENCE_CHECKPOINTS
+from ..memory.workspace import DEFAULT_KV, SEQUENCE_CHECKPOINTS
 from .kvcache import KVCache
 
 
@@ -50,8 +50,8 @@ def common_prefix(a: list[int], b: list[int]) -> int:
 class Sequence:
     """A KV cache, the tokens it holds, and checkpoints of its sliding layers."""
 
-    def __init__(self, cfg: GptOssConfig, capacity: int, limit: int | None = None):
-        self.cache = KVCache(cfg, capacity, limit=limit)
+    def __init__(self, cfg: GptOssConfig, capacity: int, limit: int | None = None, kv: str = DEFAULT_KV):
+        self.cache = KVCache(cfg, capacity, limit=limit, kv=kv)
         # (position, k and v windows [layers][kv_heads, window, head_dim]), oldest first
         self.checkpoints: list[tuple[int, list[np.ndarray], list[np.ndarray]]] = []
         self.usage = Usage()

@@ -48,12 +48,13 @@ __all__ = [
     "matmul_f32_bf16w",
     "eo_q8_quantize", "eo_q8_mxfp4w_matmul", "eo_q8_q8w_matmul", "eo_q8_q4w_matmul",
     "eo_f32_mxfp4w_matmul", "eo_f32_bf16w_matmul", "eo_f32_attention_block", "attention_block",
+    "eo_f32_to_f16", "eo_f16_to_f32", "eo_f16_round",
 ]
 
 #: C level numbers -> names (csrc/edgeoss.h)
 LEVEL_NAMES = ("scalar", "avx2", "avx512", "neon")
 
-_ABI_VERSION = 2
+_ABI_VERSION = 3
 
 # Argument kinds of every kernel: "p" pointer (passed as intp), "i" int64.
 _SIGNATURES = {
@@ -65,6 +66,9 @@ _SIGNATURES = {
     "eo_f32_bf16w_matmul": "piipipi",        # w, nrows, k, x, ntok, out, out_stride
     # qt, rows, hd, k, v, kv_stride, nkeys, lo, hi, m, l, acct, scores
     "eo_f32_attention_block": "piippiipppppp",
+    "eo_f32_to_f16": "ppi",                  # src, dst, n (the KV cache's float16)
+    "eo_f16_to_f32": "ppi",
+    "eo_f16_round": "pi",                    # x, n
 }
 KERNEL_NAMES = tuple(_SIGNATURES)
 
@@ -86,6 +90,9 @@ eo_f32_bf16w_matmul = types.ExternalFunction(
     "eo_f32_bf16w_matmul", _numba_sig(_SIGNATURES["eo_f32_bf16w_matmul"]))
 eo_f32_attention_block = types.ExternalFunction(
     "eo_f32_attention_block", _numba_sig(_SIGNATURES["eo_f32_attention_block"]))
+eo_f32_to_f16 = types.ExternalFunction("eo_f32_to_f16", _numba_sig(_SIGNATURES["eo_f32_to_f16"]))
+eo_f16_to_f32 = types.ExternalFunction("eo_f16_to_f32", _numba_sig(_SIGNATURES["eo_f16_to_f32"]))
+eo_f16_round = types.ExternalFunction("eo_f16_round", _numba_sig(_SIGNATURES["eo_f16_round"]))
 
 
 # -- Python wrappers over one set of kernel addresses --------------------------------
@@ -255,6 +262,29 @@ class Kernels:
                                                k.strides[0] // 4, nkeys, lo.ctypes.data, hi.ctypes.data,
                                                m.ctypes.data, l.ctypes.data, acct.ctypes.data,
                                                scores.ctypes.data)
+
+    def f32_to_f16(self, x):
+        """float32 array -> IEEE binary16 bits (uint16, same shape), round to nearest even."""
+        x = _check(x, np.float32, "x", (x.ndim if isinstance(x, np.ndarray) else 1,))
+        out = np.empty(x.shape, np.uint16)
+        if x.size:
+            self._fn["eo_f32_to_f16"](x.ctypes.data, out.ctypes.data, x.size)
+        return out
+
+    def f16_to_f32(self, h):
+        """IEEE binary16 bits (uint16 array) -> float32, exact."""
+        h = _check(h, np.uint16, "h", (h.ndim if isinstance(h, np.ndarray) else 1,))
+        out = np.empty(h.shape, np.float32)
+        if h.size:
+            self._fn["eo_f16_to_f32"](h.ctypes.data, out.ctypes.data, h.size)
+        return out
+
+    def f16_round(self, x):
+        """A copy of float32 x with every value rounded to the nearest float16."""
+        x = np.array(_check(x, np.float32, "x", (x.ndim if isinstance(x, np.ndarray) else 1,)))
+        if x.size:
+            self._fn["eo_f16_round"](x.ctypes.data, x.size)
+        return x
 
 
 # -- backends ---------------------------------------------------------------------------

@@ -38,6 +38,9 @@ SIG_F32_BF16W = types.void(_u16p, _i64, _i64, _f32p, _i64, _f32p, _i64)
 _i32p = types.CPointer(types.int32)
 SIG_F32_ATTENTION = types.void(_f32p, _i64, _i64, _f32p, _f32p, _i64, _i64, _i32p, _i32p, _f32p, _f32p,
                                _f32p, _f32p)
+SIG_F32_TO_F16 = types.void(_f32p, _u16p, _i64)
+SIG_F16_TO_F32 = types.void(_u16p, _f32p, _i64)
+SIG_F16_ROUND = types.void(_f32p, _i64)
 
 
 # -- scalar helpers ---------------------------------------------------------------------
@@ -61,6 +64,31 @@ def fp16_to_f32(h):
         return _f32_from_bits(sign | np.uint32(0x7F800000) | (man << np.uint32(13)))
     return _f32_from_bits(sign | ((ex + np.uint32(112)) << np.uint32(23)) | (man << np.uint32(13)))
 
+
+
+@njit(**_JIT)
+def f32_to_fp16(f):
+    """float32 -> IEEE binary16 bits, round to nearest even (as csrc/kv16.c)."""
+    x = np.float32(f).view(np.uint32)
+    sign = (x >> np.uint32(16)) & np.uint32(0x8000)
+    ax = x & np.uint32(0x7FFFFFFF)
+    if ax > np.uint32(0x7F800000):  # NaN
+        return np.uint16(sign | np.uint32(0x7E00) | ((ax >> np.uint32(13)) & np.uint32(0x3FF)))
+    if ax >= np.uint32(0x477FF000):  # rounds past 65504: inf
+        return np.uint16(sign | np.uint32(0x7C00))
+    if ax >= np.uint32(0x38800000):  # a normal half
+        r = ax + np.uint32(0xFFF) + ((ax >> np.uint32(13)) & np.uint32(1))
+        return np.uint16(sign | ((r - np.uint32(0x38000000)) >> np.uint32(13)))
+    shift = 126 - np.int64(ax >> np.uint32(23))
+    if shift > 24:
+        return np.uint16(sign)
+    m = np.int64((ax & np.uint32(0x7FFFFF)) | np.uint32(0x800000))
+    q = m >> shift
+    rem = m & ((1 << shift) - 1)
+    half = 1 << (shift - 1)
+    if rem > half or (rem == half and (q & 1)):
+        q += 1
+    return np.uint16(sign | np.uint32(q))
 
 @njit(**_JIT)
 def e8m0_half(e):
@@ -300,6 +328,33 @@ def eo_f32_attention_block(qt_p, rows, hd, k_p, v_p, ks, nkeys, lo_p, hi_p, m_p,
                          carray(l_p, (rows,)), carray(acct_p, (hd * rows,)), carray(sc_p, (8 * nkeys,)))
 
 
+@cfunc(SIG_F32_TO_F16, cache=True, error_model="numpy")
+def eo_f32_to_f16(src_p, dst_p, n):
+    if n <= 0:
+        return
+    src, dst = carray(src_p, (n,)), carray(dst_p, (n,))
+    for i in range(n):
+        dst[i] = f32_to_fp16(src[i])
+
+
+@cfunc(SIG_F16_TO_F32, cache=True, error_model="numpy")
+def eo_f16_to_f32(src_p, dst_p, n):
+    if n <= 0:
+        return
+    src, dst = carray(src_p, (n,)), carray(dst_p, (n,))
+    for i in range(n):
+        dst[i] = fp16_to_f32(src[i])
+
+
+@cfunc(SIG_F16_ROUND, cache=True, error_model="numpy")
+def eo_f16_round(x_p, n):
+    if n <= 0:
+        return
+    x = carray(x_p, (n,))
+    for i in range(n):
+        x[i] = fp16_to_f32(f32_to_fp16(x[i]))
+
+
 #: C symbol name -> cfunc (keep referenced: the registered addresses live in them)
 CFUNCS = {
     "eo_q8_quantize": eo_q8_quantize,
@@ -309,4 +364,7 @@ CFUNCS = {
     "eo_f32_mxfp4w_matmul": eo_f32_mxfp4w_matmul,
     "eo_f32_bf16w_matmul": eo_f32_bf16w_matmul,
     "eo_f32_attention_block": eo_f32_attention_block,
+    "eo_f32_to_f16": eo_f32_to_f16,
+    "eo_f16_to_f32": eo_f16_to_f32,
+    "eo_f16_round": eo_f16_round,
 }

@@ -17,8 +17,9 @@ import numpy as np
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
-from .dot import (eo_f32_attention_block, eo_f32_bf16w_matmul, eo_f32_mxfp4w_matmul, eo_q8_mxfp4w_matmul,
-                  eo_q8_q4w_matmul, eo_q8_q8w_matmul, eo_q8_quantize)
+from .dot import (eo_f16_round, eo_f16_to_f32, eo_f32_attention_block, eo_f32_bf16w_matmul,
+                  eo_f32_mxfp4w_matmul, eo_f32_to_f16, eo_q8_mxfp4w_matmul, eo_q8_q4w_matmul,
+                  eo_q8_q8w_matmul, eo_q8_quantize)
 
 ROW_TILE = 16  # fewest weight rows per C call (bf16 matrices, small one-token tiles)
 # Most rows per C call over one token (decoding). Each call restarts the weight stream, which
@@ -344,11 +345,14 @@ def attention_sinks(q, k_new, v_new, k_cache, v_cache, pos0, ring, window, sinks
     positions, so a row's arithmetic depends on its position only, never on how the tokens
     were split into calls: decoding through the cache gives bit-identical results to one
     prefill. A block is read where it lies, or copied into kb / vb first when it spans the
-    cache and the new keys or the ring's wrap. Buffers qt..vb come from `attention_scratch`."""
+    cache and the new keys or the ring's wrap, or when the cache holds float16 (uint16 bits,
+    widened there a block at a time). Buffers qt..vb come from `attention_scratch`."""
     T, nh, hd = q.shape
     nkv = k_new.shape[1]
     group = nh // nkv
     cap = k_cache.shape[1]
+    half = k_cache.itemsize == 2  # a float16 cache
+    isz = k_cache.itemsize
     ntiles = (T + ATT_BQ - 1) // ATT_BQ
     kv_stride = nkv * hd
     for item in prange(nkv * ntiles):
@@ -387,9 +391,13 @@ def attention_sinks(q, k_new, v_new, k_cache, v_cache, pos0, ring, window, sinks
                 vp = v_new.ctypes.data + ((j - pos0) * nkv + g) * hd * 4
                 stride = kv_stride
             elif j + n <= pos0 and c + n <= cap:
-                kp = k_cache.ctypes.data + (g * cap + c) * hd * 4
-                vp = v_cache.ctypes.data + (g * cap + c) * hd * 4
+                kp = k_cache.ctypes.data + (g * cap + c) * hd * isz
+                vp = v_cache.ctypes.data + (g * cap + c) * hd * isz
                 stride = hd
+                if half:
+                    eo_f16_to_f32(kp, kb[item].ctypes.data, n * hd)
+                    eo_f16_to_f32(vp, vb[item].ctypes.data, n * hd)
+                    kp, vp = kb[item].ctypes.data, vb[item].ctypes.data
             else:  # spans the cache and the new keys, or the ring's wrap: gather
                 K, V = kb[item], vb[item]
                 for jj in range(n):
@@ -400,9 +408,13 @@ def attention_sinks(q, k_new, v_new, k_cache, v_cache, pos0, ring, window, sinks
                             V[jj, i] = v_new[pj - pos0, g, i]
                     else:
                         cj = pj % cap if ring else pj
-                        for i in range(hd):
-                            K[jj, i] = k_cache[g, cj, i]
-                            V[jj, i] = v_cache[g, cj, i]
+                        if half:
+                            eo_f16_to_f32(k_cache.ctypes.data + (g * cap + cj) * hd * isz, K[jj].ctypes.data, hd)
+                            eo_f16_to_f32(v_cache.ctypes.data + (g * cap + cj) * hd * isz, V[jj].ctypes.data, hd)
+                        else:
+                            for i in range(hd):
+                                K[jj, i] = k_cache[g, cj, i]
+                                V[jj, i] = v_cache[g, cj, i]
                 kp, vp, stride = K.ctypes.data, V.ctypes.data, hd
             for r in range(R8):
                 if r < R:
@@ -426,15 +438,31 @@ def attention_sinks(q, k_new, v_new, k_cache, v_cache, pos0, ring, window, sinks
 
 @njit(cache=True, nogil=True)
 def kv_store(k_new, v_new, k_cache, v_cache, pos0, ring):
-    """Append positions pos0.. ([T, nkv, hd]) to the cache ([nkv, cap, hd]; a ring keeps only
-    its last `cap` positions)."""
-    T = k_new.shape[0]
+    """Append positions pos0.. ([T, nkv, hd]) to the cache ([nkv, cap, hd], float32 or float16
+    bits; a ring keeps only its last `cap` positions)."""
+    T, nkv, hd = k_new.shape
     cap = k_cache.shape[1]
     first = max(0, T - cap) if ring else 0
+    half = k_cache.itemsize == 2
     for t in range(first, T):
         c = (pos0 + t) % cap if ring else pos0 + t
-        k_cache[:, c] = k_new[t]
-        v_cache[:, c] = v_new[t]
+        if half:
+            for g in range(nkv):
+                eo_f32_to_f16(k_new[t, g].ctypes.data, k_cache[g, c].ctypes.data, hd)
+                eo_f32_to_f16(v_new[t, g].ctypes.data, v_cache[g, c].ctypes.data, hd)
+        else:
+            k_cache[:, c] = k_new[t]
+            v_cache[:, c] = v_new[t]
+
+
+@njit(cache=True, nogil=True)
+def kv_round_like_cache(k_new, v_new, k_cache):
+    """Round new keys and values [T, nkv, hd] to what a float16 cache will hold, before
+    attention uses them, so a key weighs the same whether it is read from this chunk or
+    from the cache later (chunked and token-by-token runs stay equal)."""
+    if k_cache.itemsize == 2:
+        eo_f16_round(k_new.ctypes.data, k_new.size)
+        eo_f16_round(v_new.ctypes.data, v_new.size)
 
 
 # -- mixture of experts -------------------------------------------------------------------
@@ -675,6 +703,7 @@ def attention_block(x, h, hq, hd, qkv, q, k, v, attn, aq, ad, o,
     f32_rmsnorm(x, norm, eps, h)
     matmul(qkv_kind, qkv_qs, qkv_scales, qkv_bf16, h, hq, hd, qkv)
     qkv_split_rope(qkv, qkv_bias, cos, sin, pos0, q, k, v)
+    kv_round_like_cache(k, v, k_cache)
     attention_sinks(q, k, v, k_cache, v_cache, pos0, ring, window, sinks, scale, attn,
                     qt, acct, ml, lohi, sc, kb, vb)
     kv_store(k, v, k_cache, v_cache, pos0, ring)

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import EdgeossError
 from ..format import model_dir as fmt
-from .workspace import PREFILL_CHUNK, kv_bytes, work_bytes
+from .workspace import DEFAULT_KV, PREFILL_CHUNK, kv_bytes, work_bytes
 
 GiB = 1 << 30
 MiB = 1 << 20
@@ -152,7 +152,7 @@ class MemoryPlan:
 
 
 def make_plan(files: fmt.ModelFiles, memory: int | str | None = None, context: int = 4096,
-              runtime: int | None = None) -> MemoryPlan:
+              runtime: int | None = None, kv: str = DEFAULT_KV) -> MemoryPlan:
     """The plan for running `files` in `memory` (bytes or a size string; None: default_budget)
     with a KV cache for `context` positions. runtime: the process's resident bytes before the
     model loads (default: measured now, plus RUNTIME_MARGIN)."""
@@ -171,16 +171,16 @@ def make_plan(files: fmt.ModelFiles, memory: int | str | None = None, context: i
             resident += sum(fmt.align_up(p["nbytes"], fmt.ALIGN) for p in t["parts"].values())
     L, E, k = cfg.num_hidden_layers, expert["count"], cfg.num_experts_per_tok
     stride = expert["stride"]
-    kv = kv_bytes(cfg, context)
+    kv_total = kv_bytes(cfg, context, kv)
     work = work_bytes(cfg, min(PREFILL_CHUNK, context), context)
     run = (process_rss() + RUNTIME_MARGIN) if runtime is None else runtime
-    fixed = run + resident + kv + work
+    fixed = run + resident + kv_total + work
     floor = fixed + k * L * stride
     all_res = fixed + E * L * stride
     slots = E if budget >= all_res else (0 if budget < floor else min(E - 1, (budget - fixed) // (L * stride)))
     embed_row = sum(p["nbytes"] for p in files.tensors["embed"]["parts"].values()) // cfg.vocab_size
     plan = MemoryPlan(model=str(files.path), budget=budget, budget_source=source, context=context, runtime=run,
-                      resident_weights=resident, kv_cache=kv, work=work, expert_bytes=stride, layers=L,
+                      resident_weights=resident, kv_cache=kv_total, work=work, expert_bytes=stride, layers=L,
                       experts_per_layer=E, experts_per_token=k, slots_per_layer=int(slots), floor=floor,
                       all_resident=all_res,
                       active_bytes_per_token=resident + embed_row + k * L * expert["expert_bytes"])

@@ -16,6 +16,10 @@ SLIDING_ROLLBACK = 256
 # each prompt ends: the next harmony turn rewrites what came after (the reply), so that is where
 # it steps back to. The latest few cover a turn and the tool calls inside it.
 SEQUENCE_CHECKPOINTS = 4
+# How the KV cache stores keys and values: float16 bits by default (half of float32's bytes,
+# which attention reads at every position; logits move ~1e-5), float32 exactly.
+KV_DTYPES = {"f16": np.uint16, "f32": np.float32}
+DEFAULT_KV = "f16"
 
 
 class Buffers:
@@ -64,11 +68,17 @@ def work_bytes(cfg: GptOssConfig, T: int, context: int) -> int:
     return n
 
 
-def kv_bytes(cfg: GptOssConfig, context: int) -> int:
-    """Bytes of one sequence's KV cache for `context` positions: k and v in float32 on every
-    layer (a full layer holds every position, a sliding one its window plus SLIDING_ROLLBACK),
-    and SEQUENCE_CHECKPOINTS copies of the sliding layers' windows."""
-    row = 2 * cfg.kv_dim * 4  # k and v, float32, one position of one layer
+def kv_dtype(kv: str):
+    if kv not in KV_DTYPES:
+        raise ValueError(f"unknown KV cache type {kv!r}: choose one of {', '.join(KV_DTYPES)}")
+    return KV_DTYPES[kv]
+
+
+def kv_bytes(cfg: GptOssConfig, context: int, kv: str = DEFAULT_KV) -> int:
+    """Bytes of one sequence's KV cache for `context` positions: k and v (`kv`: f16 or f32) on
+    every layer (a full layer holds every position, a sliding one its window plus
+    SLIDING_ROLLBACK), and SEQUENCE_CHECKPOINTS copies of the sliding layers' windows."""
+    row = 2 * cfg.kv_dim * np.dtype(kv_dtype(kv)).itemsize  # k and v, one position of one layer
     sliding = sum(cfg.is_sliding(i) for i in range(cfg.num_hidden_layers))
     full = cfg.num_hidden_layers - sliding
     ring = cfg.sliding_window + SLIDING_ROLLBACK

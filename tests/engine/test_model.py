@@ -56,6 +56,20 @@ def test_logits_match_float64_reference(converted, reference_model, name, preset
     assert agree >= MIN_ROUTING_AGREEMENT[preset]
 
 
+@pytest.mark.parametrize("name", list(SHAPES))
+def test_a_float16_kv_cache_moves_logits_far_less_than_the_bounds(converted, reference_model, name):
+    """The default KV cache keeps float16 keys and values; float32 is the exact option. What
+    float16 adds to the bf16 preset's error is a small fraction of its bound."""
+    cfg, w, ids, want, _ = reference_model[name]
+    path = converted(name, "bf16")
+    half, full = load(path).logits(ids), load(path, kv_cache="f32").logits(ids)
+    moved = reference.rel_l2(half, full)
+    print(f"{name}: float16 KV moves bf16 logits by {moved:.2e} relative L2")
+    assert 0 < moved < BOUNDS["bf16"] / 20
+    with pytest.raises(ValueError, match="unknown KV cache type"):
+        load(path, kv_cache="f8")
+
+
 @pytest.mark.parametrize("preset", ["bf16", "q8"])
 def test_golden_transformers_logits(tmp_path, preset):
     """An outside oracle: logits computed by Hugging Face transformers on a tiny checkpoint."""

@@ -344,7 +344,7 @@ def test_backend_status():
     assert dot.BACKEND in ("c", "numba")
     assert set(dot.KERNEL_NAMES) == {"eo_q8_quantize", "eo_q8_mxfp4w_matmul", "eo_q8_q8w_matmul",
                                      "eo_q8_q4w_matmul", "eo_f32_mxfp4w_matmul", "eo_f32_bf16w_matmul",
-                                     "eo_f32_attention_block"}
+                                     "eo_f32_attention_block", "eo_f32_to_f16", "eo_f16_to_f32", "eo_f16_round"}
     assert isinstance(dot.describe(), str)
     if dot.BACKEND == "c":
         assert dot.BACKEND_ERROR is None
@@ -586,6 +586,31 @@ int main(void)
                 }
             free(kc); free(vc); free(qt); free(sc); free(acc[0]); free(acc[1]);
         }
+        /* the KV cache's float16: the same bits as the scalar level, finite values of every
+         * exponent (and ties), read back the same */
+        {
+            enum { NH = 4099 };
+            float *src = malloc(NH * 4), *back[2];
+            uint16_t *h[2];
+            for (int i = 0; i < NH; i++) {
+                uint32_t bits = (uint32_t)rnd() & 0x7FFFFFFFu;
+                bits = (bits & 0x807FFFFFu) | ((uint32_t)(100 + rnd() % 45) << 23);  /* 2^-27 .. 2^17 */
+                if (i % 7 == 0) bits = (bits & ~0x1FFFu) | 0x1000u;                     /* a tie */
+                memcpy(&src[i], &bits, 4);
+                if (i % 2) src[i] = -src[i];
+            }
+            for (int pass = 0; pass < 2; pass++) {
+                eo_set_level(pass ? lv : 0);
+                h[pass] = malloc(NH * 2); back[pass] = malloc(NH * 4);
+                eo_f32_to_f16(src, h[pass], NH);
+                eo_f16_to_f32(h[pass], back[pass], NH);
+            }
+            if (memcmp(h[0], h[1], NH * 2) || memcmp(back[0], back[1], NH * 4)) {
+                printf("FAIL f16 conversions level %d\n", lv);
+                fails++;
+            }
+            free(src); free(h[0]); free(h[1]); free(back[0]); free(back[1]);
+        }
     }
     printf("levels checked: %d (best %s); %s\n", levels, eo_level_name(eo_cpu_best_level()), fails ? "FAILED" : "OK");
     return fails != 0;
@@ -653,3 +678,39 @@ def test_attention_block(kern, hd, nkeys, rows):
     # the output a row gets, relative to the size of its values
     np.testing.assert_allclose(acct / l, want[2] / want[1], rtol=0, atol=2e-5)
     assert np.array_equal(acct[:, 1], np.zeros(hd, np.float32)) and l[1] == 1.0
+
+
+# -- the KV cache's float16 ------------------------------------------------------------------
+
+def _f16_cases():
+    """float32 values covering every kind of float16 result: normals of every exponent, ties
+    rounded to even, subnormals and their ties, the overflow threshold, zeros, inf, NaN."""
+    rng = _rng("f16")
+    normal = (rng.standard_normal(4000) * np.exp2(rng.integers(-14, 16, 4000))).astype(np.float32)
+    halves = np.arange(0, 1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16)
+    exact = halves[np.isfinite(halves)].astype(np.float32)               # every finite float16
+    up = np.nextafter(exact, np.float32(np.inf))
+    ties = ((exact[:-1].astype(np.float64) + exact[1:]) / 2).astype(np.float32)  # midpoints
+    edge = np.array([65504, 65519.99, 65520, 65536, 1e9, 2.0 ** -24, 2.0 ** -25, 2.0 ** -25 * 1.0001,
+                     2.0 ** -26, 1e-30, 0.0, -0.0, np.inf, -np.inf], np.float32)
+    both = np.concatenate([normal, exact, up, ties, edge])
+    return np.concatenate([both, -both, np.array([np.nan], np.float32)])
+
+
+def test_f16_conversions_round_to_nearest_even_like_numpy(kern):
+    """Every level stores the bits NumPy's float32 -> float16 cast gives (round to nearest,
+    ties to even), widens them exactly, and rounds in place to the same values."""
+    x = _f16_cases()
+    with np.errstate(over="ignore"):
+        want = x.astype(np.float16)
+    got = kern.f32_to_f16(x)
+    finite = ~np.isnan(x)
+    assert np.array_equal(got[finite], want.view(np.uint16)[finite])
+    assert np.isnan(got.view(np.float16)[~finite]).all()
+    back = kern.f16_to_f32(got)
+    assert np.array_equal(back[finite], want[finite].astype(np.float32))
+    rounded = kern.f16_round(x)
+    assert np.array_equal(rounded[finite], want[finite].astype(np.float32)) and np.isnan(rounded[~finite]).all()
+    # lengths that are not a multiple of the vector width take the scalar tail
+    for n in (1, 7, 9, 17):
+        assert np.array_equal(kern.f32_to_f16(x[:n]), got[:n])

@@ -77,7 +77,9 @@ def test_plan_accounts_every_part_and_picks_slots(converted):
     # the KV cache grows with the context only on full-attention layers
     short = planner.make_plan(files, "1T", context=64, runtime=big.runtime)
     full_layers = sum(not cfg.is_sliding(i) for i in range(cfg.num_hidden_layers))
-    assert big.kv_cache - short.kv_cache == full_layers * (4096 - 64) * 2 * cfg.kv_dim * 4
+    assert big.kv_cache - short.kv_cache == full_layers * (4096 - 64) * 2 * cfg.kv_dim * 2  # float16 k and v
+    exact = planner.make_plan(files, "1T", runtime=big.runtime, kv="f32")
+    assert exact.kv_cache == 2 * big.kv_cache  # float32: twice the bytes, every part of it
 
 
 def test_work_bytes_covers_what_a_forward_allocates(converted):

@@ -17,6 +17,11 @@ def add_parser(sub) -> None:
     add_memory_arg(pl)
     pl.add_argument("--context", type=int, default=4096, help="KV-cache size in tokens (default 4096)")
     add_kv_cache_arg(pl)
+    pl.add_argument("--parallel", type=int, default=1, metavar="N",
+                    help="sequences running at once, each with its own KV cache (as `serve --parallel`)")
+    pl.add_argument("--cache-ram", default=None, metavar="SIZE",
+                    help="plan a server's prefix cache of this size (default with --parallel: half of what is "
+                         "left free, at most 4 GiB)")
     pl.add_argument("--simulate", default=None, metavar="TRACE.npz",
                     help="replay a routing trace through each eviction policy and Belady's optimum")
     pl.add_argument("--no-measure", action="store_true",
@@ -28,7 +33,8 @@ def add_parser(sub) -> None:
 def run(a) -> int:
     files = fmt.ModelFiles(a.model)
     from ..kernels import loops  # noqa: F401  (the runtime measured is the one that will run)
-    plan = planner.make_plan(files, a.memory, context=a.context, kv=a.kv_cache)
+    plan = planner.make_plan(files, a.memory, context=a.context, kv=a.kv_cache, sequences=a.parallel,
+                             cache_ram=a.cache_ram, prefix_cache=a.parallel > 1 or a.cache_ram is not None)
     if not a.no_measure and plan.slots_per_layer:
         planner.predict(plan, planner.read_bandwidth(256 << 20), planner.measure_disk_bandwidth(files))
     sim = None

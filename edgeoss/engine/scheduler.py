@@ -18,11 +18,12 @@ from ..memory.workspace import PREFILL_CHUNK
 from .sequence import Sequence, Usage
 
 
-@dataclass
+@dataclass(eq=False)  # a request is itself, not its fields
 class Request:
-    """One generation: a prompt on a sequence, its sampling, and what came out so far."""
+    """One generation: a prompt on a sequence, its sampling, and what came out so far. With no
+    sequence given, the scheduler picks one (from its prefix cache, if it has one)."""
 
-    sequence: Sequence
+    sequence: Sequence | None
     prompt: list[int]
     max_tokens: int = 256
     temperature: float = 1.0
@@ -45,19 +46,27 @@ class Request:
         self._rng = np.random.default_rng(self.seed)
         self._pending: list[int] = []   # prompt tokens still to run
         self._next: int | None = None   # the last sampled token, to run next
+        self._pooled = False            # its sequence came from (and goes back to) the prefix cache
 
 
 class Scheduler:
     """Steps a set of requests on one model, each on its own sequence."""
 
-    def __init__(self, model, max_batch_tokens: int = PREFILL_CHUNK):
+    def __init__(self, model, max_batch_tokens: int = PREFILL_CHUNK, prefix_cache=None):
         self.model = model
         self.max_batch_tokens = min(max_batch_tokens, PREFILL_CHUNK)
+        self.prefix_cache = prefix_cache  # an engine.prefix_cache.PrefixCache, or None
         self.active: list[Request] = []
 
     def add(self, request: Request) -> Request:
         """Admit a request: its sequence keeps what it shares with the prompt."""
-        if any(r.sequence is request.sequence for r in self.active):
+        if request.sequence is None:
+            if self.prefix_cache is None:
+                request.sequence = self.model.new_sequence()
+            else:
+                request.sequence = self.prefix_cache.acquire(request.prompt, [r.sequence for r in self.active])
+                request._pooled = True
+        elif any(r.sequence is request.sequence for r in self.active):
             raise ValueError("that sequence is already generating")
         stop = self.model.config.eos_token_ids if request.stop is None else request.stop
         request.stop = set(int(s) for s in stop)
@@ -101,13 +110,20 @@ class Scheduler:
                 r.done = True
             else:
                 r._next = tok
-        self.active = [r for r in self.active if not r.done]
+        self._retire()
         return out
+
+    def _retire(self) -> None:
+        for r in self.active:
+            if r.done and r._pooled:
+                self.prefix_cache.release(r.sequence)
+        self.active = [r for r in self.active if not r.done]
 
     def cancel(self, request: Request) -> None:
         """Stop a request now (a client went away); its sequence keeps what it ran."""
-        request.done = True
-        self.active = [r for r in self.active if r is not request]
+        if any(r is request for r in self.active):
+            request.done = True
+            self._retire()
 
     def run(self, requests: Iterable[Request]) -> list[Request]:
         """Admit `requests` and step until all are done; returns them."""

@@ -51,6 +51,7 @@ class Sequence:
     """A KV cache, the tokens it holds, and checkpoints of its sliding layers."""
 
     def __init__(self, cfg: GptOssConfig, capacity: int, limit: int | None = None, kv: str = DEFAULT_KV):
+        self._shape = (cfg, capacity, limit, kv)  # what a fork is made of
         self.cache = KVCache(cfg, capacity, limit=limit, kv=kv)
         # (position, k and v windows [layers][kv_heads, window, head_dim]), oldest first
         self.checkpoints: list[tuple[int, list[np.ndarray], list[np.ndarray]]] = []
@@ -93,22 +94,57 @@ class Sequence:
         self.checkpoints.append((n, ks, vs))
         del self.checkpoints[:-SEQUENCE_CHECKPOINTS]
 
+    @property
+    def nbytes(self) -> int:
+        """Memory this sequence holds: its KV cache and its checkpoints."""
+        return self.cache.nbytes + sum(a.nbytes for _, ks, vs in self.checkpoints for a in ks + vs)
+
+    def resume_point(self, ids: list[int]) -> tuple[int, tuple | None]:
+        """How many tokens of `ids` this sequence could keep (at least one is left to run, for
+        its logits), and the checkpoint that needs restoring for it (None: the rings hold it)."""
+        keep = min(common_prefix(self.tokens, ids), len(ids) - 1)
+        if self.reachable(keep):
+            return keep, None
+        best = max((c for c in self.checkpoints if c[0] <= keep), key=lambda c: c[0], default=None)
+        return (0, None) if best is None else (best[0], best)
+
+    def _windows_at(self, keep: int, checkpoint) -> tuple[list, list]:
+        """The sliding layers' k and v windows before position `keep`."""
+        if checkpoint is not None:
+            return checkpoint[1], checkpoint[2]
+        return ([layer.k[:, layer.ring_slots(keep)] for layer in self._rings],
+                [layer.v[:, layer.ring_slots(keep)] for layer in self._rings])
+
     def rewind(self, ids: list[int]) -> int:
         """Step back to the longest prefix of `ids` this sequence can resume from, and return its
-        length: the tokens of `ids` that need not run. At least one token of `ids` is left to
-        run (its logits are what the caller wants)."""
-        keep = min(common_prefix(self.tokens, ids), len(ids) - 1)
+        length: the tokens of `ids` that need not run."""
         self._ring_from = self._rings_from()  # what the rings hold stays right as the length drops
-        if not self.reachable(keep):
-            best = max((c for c in self.checkpoints if c[0] <= keep), key=lambda c: c[0], default=None)
-            if best is None:
-                keep, self._ring_from = 0, 0
-            else:
-                keep, ks, vs = best
-                for layer, k, v in zip(self._rings, ks, vs):
-                    slots = layer.ring_slots(keep)
-                    layer.k[:, slots], layer.v[:, slots] = k, v
-                self._ring_from = max(0, keep - self.window)
+        keep, checkpoint = self.resume_point(ids)
+        if checkpoint is not None:
+            for layer, k, v in zip(self._rings, checkpoint[1], checkpoint[2]):
+                slots = layer.ring_slots(keep)
+                layer.k[:, slots], layer.v[:, slots] = k, v
+            self._ring_from = max(0, keep - self.window)
+        elif keep == 0:
+            self._ring_from = 0
         del self.cache.tokens[keep:]
         self.checkpoints = [c for c in self.checkpoints if c[0] <= keep]
         return keep
+
+    def fork(self, ids: list[int]) -> "Sequence":
+        """A new sequence holding a copy of the longest prefix of `ids` this one can resume from
+        (for another request that shares it, while this one goes on)."""
+        keep, checkpoint = self.resume_point(ids)
+        new = Sequence(*self._shape)
+        if keep:
+            new.cache.reserve(keep)
+            for src, dst in zip(self.cache.layers, new.cache.layers):
+                if not src.ring:
+                    dst.k[:, :keep], dst.v[:, :keep] = src.k[:, :keep], src.v[:, :keep]
+            for dst, k, v in zip(new._rings, *self._windows_at(keep, checkpoint)):
+                slots = dst.ring_slots(keep)
+                dst.k[:, slots], dst.v[:, slots] = k, v
+            new.cache.tokens = self.tokens[:keep]
+            new._ring_from = max(0, keep - self.window)
+            new.checkpoints = [c for c in self.checkpoints if c[0] <= keep]  # never written: shared
+        return new

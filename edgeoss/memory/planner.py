@@ -29,6 +29,8 @@ MiB = 1 << 20
 RUNTIME_MARGIN = 128 * MiB
 # Left to the OS and other programs when no budget is given: 10% of RAM, at least 1 GiB.
 HEADROOM_FRACTION, HEADROOM_MIN = 0.10, 1 * GiB
+# The most a server keeps of idle sequences for their prefixes unless told (--cache-ram)
+DEFAULT_CACHE_RAM = 4 * GiB
 # Fraction of the memory-bandwidth roofline decoding reaches here, used to predict speed: the
 # median of the 8 q8 runs of BENCHMARKS.md's rounds 7-8 (0.73-0.98) since the 256-row decode
 # tiles and huge pages (0.70 before them).
@@ -111,6 +113,9 @@ class MemoryPlan:
     floor: int              # smallest budget that runs at all
     all_resident: int       # smallest budget with every expert in memory
     active_bytes_per_token: int  # weight bytes a decoded token reads from memory
+    sequences: int = 1      # sequences running at once, each with its own KV cache (kv_cache counts them all)
+    prefix_cache: int = 0   # idle sequences kept for their prefixes (--cache-ram)
+    prefix_cache_source: str = "none"
     hit_rate: float = 1.0
     disk_bytes_per_token: float = 0.0
     memory_bandwidth: float | None = None
@@ -120,7 +125,8 @@ class MemoryPlan:
 
     @property
     def fixed(self) -> int:
-        return self.runtime + self.resident_weights + self.kv_cache + self.work
+        reserved = self.prefix_cache if self.prefix_cache_source == "--cache-ram" else 0
+        return self.runtime + self.resident_weights + self.kv_cache + self.work + reserved
 
     @property
     def expert_cache(self) -> int:
@@ -139,11 +145,16 @@ class MemoryPlan:
     def require_fits(self) -> None:
         if self.slots_per_layer == 0:
             raise MemoryBudgetError(
-                f"{self.model} needs at least {gb(self.floor)} to run with a {self.context}-token context "
-                f"(resident weights {gb(self.resident_weights)}, KV cache {gb(self.kv_cache)}, work buffers "
-                f"{gb(self.work)}, runtime {gb(self.runtime)}, and one token's {self.experts_per_token} experts "
+                f"{self.model} needs at least {gb(self.floor)} to run with a {self.context}-token context"
+                + (f" for each of {self.sequences} sequences" if self.sequences > 1 else "")
+                + f" (resident weights {gb(self.resident_weights)}, KV cache {gb(self.kv_cache)}, work buffers "
+                f"{gb(self.work)}, runtime {gb(self.runtime)}, "
+                + (f"prefix cache {gb(self.prefix_cache)}, " if self.prefix_cache_source == "--cache-ram" else "")
+                + f"and one token's {self.experts_per_token} experts "
                 f"per layer {gb(self.experts_per_token * self.layers * self.expert_bytes)}); the budget is "
-                f"{gb(self.budget)} ({self.budget_source}). Give more with --memory, or a shorter --context.")
+                f"{gb(self.budget)} ({self.budget_source}). Give more with --memory, or a shorter --context"
+                + (", fewer parallel sequences or a smaller --cache-ram." if self.sequences > 1 or self.prefix_cache
+                   else "."))
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -152,10 +163,16 @@ class MemoryPlan:
 
 
 def make_plan(files: fmt.ModelFiles, memory: int | str | None = None, context: int = 4096,
-              runtime: int | None = None, kv: str = DEFAULT_KV) -> MemoryPlan:
+              runtime: int | None = None, kv: str = DEFAULT_KV, sequences: int = 1,
+              cache_ram: int | str | None = None, prefix_cache: bool = False) -> MemoryPlan:
     """The plan for running `files` in `memory` (bytes or a size string; None: default_budget)
-    with a KV cache for `context` positions. runtime: the process's resident bytes before the
-    model loads (default: measured now, plus RUNTIME_MARGIN)."""
+    with `sequences` KV caches of `context` positions each (`kv`: their type). runtime: the
+    process's resident bytes before the model loads (default: measured now, plus
+    RUNTIME_MARGIN). With prefix_cache (a server), idle sequences are kept in `cache_ram`
+    (reserved like the rest), or by default in what the plan leaves free: half of it, at most
+    DEFAULT_CACHE_RAM (none when the experts stream: they need every byte)."""
+    if sequences < 1:
+        raise ValueError(f"sequences must be at least 1; got {sequences}")
     cfg = files.config
     if memory is None:
         budget, source = default_budget()
@@ -171,10 +188,11 @@ def make_plan(files: fmt.ModelFiles, memory: int | str | None = None, context: i
             resident += sum(fmt.align_up(p["nbytes"], fmt.ALIGN) for p in t["parts"].values())
     L, E, k = cfg.num_hidden_layers, expert["count"], cfg.num_experts_per_tok
     stride = expert["stride"]
-    kv_total = kv_bytes(cfg, context, kv)
+    kv_total = sequences * kv_bytes(cfg, context, kv)
     work = work_bytes(cfg, min(PREFILL_CHUNK, context), context)
     run = (process_rss() + RUNTIME_MARGIN) if runtime is None else runtime
-    fixed = run + resident + kv_total + work
+    reserved = parse_size(cache_ram) if (prefix_cache and cache_ram is not None) else 0
+    fixed = run + resident + kv_total + work + reserved
     floor = fixed + k * L * stride
     all_res = fixed + E * L * stride
     slots = E if budget >= all_res else (0 if budget < floor else min(E - 1, (budget - fixed) // (L * stride)))
@@ -183,7 +201,15 @@ def make_plan(files: fmt.ModelFiles, memory: int | str | None = None, context: i
                       resident_weights=resident, kv_cache=kv_total, work=work, expert_bytes=stride, layers=L,
                       experts_per_layer=E, experts_per_token=k, slots_per_layer=int(slots), floor=floor,
                       all_resident=all_res,
-                      active_bytes_per_token=resident + embed_row + k * L * expert["expert_bytes"])
+                      active_bytes_per_token=resident + embed_row + k * L * expert["expert_bytes"],
+                      sequences=sequences)
+    if prefix_cache:
+        if reserved:
+            plan.prefix_cache, plan.prefix_cache_source = reserved, "--cache-ram"
+        else:
+            spare = 0 if plan.streaming or not slots else budget - (fixed + plan.expert_cache)
+            plan.prefix_cache = int(max(0, min(DEFAULT_CACHE_RAM, spare // 2)))
+            plan.prefix_cache_source = "half of what the plan leaves free"
     if slots:
         plan.hit_rate = hit_rate(int(slots), E, k)
         plan.disk_bytes_per_token = (1 - plan.hit_rate) * k * L * stride
@@ -260,9 +286,12 @@ def format_plan(p: MemoryPlan) -> str:
         f"  budget {gb(p.budget)} ({p.budget_source})",
         f"  resident weights (attention, router, norms, lm_head) {gb(p.resident_weights)}; "
         "embedding rows read on demand",
-        f"  KV cache {gb(p.kv_cache)} (sliding layers keep their window, a rollback margin and checkpoints)",
+        f"  KV cache {gb(p.kv_cache)}" + (f" for {p.sequences} sequences" if p.sequences > 1 else "")
+        + " (sliding layers keep their window, a rollback margin and checkpoints)",
         f"  work buffers {gb(p.work)}, runtime {gb(p.runtime)} (interpreter and kernels, with margin)",
     ]
+    if p.prefix_cache_source != "none":
+        lines.append(f"  prefix cache {gb(p.prefix_cache)} of idle sequences ({p.prefix_cache_source})")
     if p.slots_per_layer:
         lines.append(f"  expert cache: {p.slots_per_layer} of {p.experts_per_layer} experts per layer x {p.layers} "
                      f"layers = {gb(p.expert_cache)} (one expert {gb(p.expert_bytes)})")

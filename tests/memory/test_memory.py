@@ -82,6 +82,22 @@ def test_plan_accounts_every_part_and_picks_slots(converted):
     assert exact.kv_cache == 2 * big.kv_cache  # float32: twice the bytes, every part of it
 
 
+def test_plan_counts_parallel_sequences_and_the_prefix_cache(converted):
+    model = load(converted("tiny-s0", "q8"))
+    files = model.files
+    one = planner.make_plan(files, "1T", runtime=1 << 28)
+    four = planner.make_plan(files, "1T", runtime=1 << 28, sequences=4, cache_ram="64M", prefix_cache=True)
+    assert four.kv_cache == 4 * one.kv_cache
+    assert four.prefix_cache == 64 << 20 and four.fixed == one.fixed + 3 * one.kv_cache + (64 << 20)
+    assert four.floor == one.floor + 3 * one.kv_cache + (64 << 20)
+    with pytest.raises(planner.MemoryBudgetError, match="each of 4 sequences.*prefix cache 64.0 MiB"):
+        planner.make_plan(files, four.floor - 1, runtime=1 << 28, sequences=4, cache_ram="64M",
+                          prefix_cache=True).require_fits()
+    # by default a server keeps idle sequences in half of what is left free, at most 4 GiB
+    spare = planner.make_plan(files, "1T", runtime=1 << 28, sequences=4, prefix_cache=True)
+    assert spare.prefix_cache == planner.DEFAULT_CACHE_RAM and spare.fixed == four.fixed - (64 << 20)
+
+
 def test_work_bytes_covers_what_a_forward_allocates(converted):
     from edgeoss.memory.workspace import PREFILL_CHUNK, work_bytes
     model = load(converted("odd-s1", "q8"), context=600)

@@ -62,7 +62,7 @@ class Chat:
         completion_tokens (an edgeoss.engine.sequence.Usage)."""
         return self.sequence.usage
 
-    def _settle(self) -> None:
+    def wait(self) -> None:
         """Wait for the cache to finish preparing for this turn (if it was)."""
         if self._preparing is not None:
             self._preparing.join()
@@ -100,7 +100,7 @@ class Chat:
         """Generate the assistant's turn after the current history, yielding text as it comes.
         The parsed messages are appended to the history when the turn ends."""
         stop = self.encoding.stop_tokens_for_assistant_actions()  # <|return|>, <|call|>
-        self._settle()
+        self.wait()
         parser = oh.StreamableParser(self.encoding, role=oh.Role.ASSISTANT, strict=False)
         self.last_stop_token = None
         self.last_tokens = []

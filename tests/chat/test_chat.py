@@ -91,7 +91,7 @@ def test_chat_with_the_engine_on_a_tiny_model(tmp_path):
     sent = chat.prompt_tokens()
     assert len(sent) > len(prompt)
     deltas = list(chat.stream(max_tokens=12, temperature=0))
-    chat._settle()  # the history, re-rendered as the next turn will show it, is in the cache
+    chat.wait()  # the history, re-rendered as the next turn will show it, is in the cache
     assert chat.sequence.tokens == chat.encoding.render_conversation(chat._conversation())
     assert all(isinstance(d.text, str) for d in deltas)
 

@@ -3,12 +3,11 @@ prepared in the cache while the user reads), the same without that preparation (
 where the previous prompt ended), a full reprocess of the same prompt, and optionally
 llama-server's /completion with cache_prompt on the same tokens.
 
-    python tools/bench_chat_turns.py MODEL [--history 2000] [--turns 4] [--reply 32]
+    python tools/bench_chat_turns.py MODEL [--turns 4] [--user 100] [--reply 600]
                                      [--llama-server http://127.0.0.1:8080] [--json]
 
-The user messages are filler text sized so that the history before the last turn holds at
-least --history tokens; each reply is a scripted, well-formed harmony reply (reasoning and a
-final answer) of about --reply tokens. Each turn's prompt is what Chat renders (harmony drops
+Each user message is --user tokens of filler text; each reply a scripted, well-formed harmony
+reply (reasoning, then a final answer) of about --reply tokens, the shape of a chat turn. Each turn's prompt is what Chat renders (harmony drops
 earlier reasoning and closes a final answer with <|end|>). llama-server is sent the same prompts
 as token ids, turn by turn, each asking for as many tokens as the reply had, so its cache holds
 what it would in a chat.
@@ -45,12 +44,12 @@ def scripted_reply(turn: int, tokens: int, enc) -> list[int]:
     return enc.encode(text, allowed_special="all")
 
 
-def run_turns(model, messages, reply: int, prepare: bool):
+def run_turns(model, messages, reply: int, prepare: bool, compute: bool = True):
     """The turns of a Chat, each reply scripted: the reply's tokens run on the chat's sequence
     (the cache state generating them leaves), then, when preparing, the history re-rendered as
     the next prompt shows it goes into the cache (Chat does that in the background while the
     user reads). The last turn's prompt is timed as Chat.stream runs it before its first token.
-    Returns (ttft s, prompt tokens, cached tokens, [(prompt, reply length)] per turn)."""
+    compute=False only renders the turns. Returns (ttft s, prompt tokens, cached tokens, [(prompt, reply length)] per turn)."""
     import openai_harmony as oh
     from edgeoss.chat.harmony import Chat
     chat = Chat(model, reasoning="medium", prepare_next_turn=False)
@@ -60,13 +59,16 @@ def run_turns(model, messages, reply: int, prepare: bool):
         chat.add_user(text)
         prompt = chat.prompt_tokens()
         out = scripted_reply(i + 1, reply, enc)
-        model.prefill(prompt + out[:-1], chat.sequence)  # as if generated: the stop token never runs
+        if compute:  # as if generated: the stop token never runs
+            model.prefill(prompt + out[:-1], chat.sequence)
         chat.messages.extend(enc.parse_messages_from_completion_tokens(out, oh.Role.ASSISTANT))
         turns.append((prompt, len(out)))
-        if prepare:
+        if prepare and compute:
             model.prefill(enc.render_conversation(chat._conversation()), chat.sequence)
     chat.add_user(messages[-1])
     prompt = chat.prompt_tokens()
+    if not compute:
+        return None, len(prompt), None, turns + [(prompt, 1)]
     t0 = time.perf_counter()
     _, kept = model.prefill(prompt, chat.sequence)
     ttft = time.perf_counter() - t0
@@ -97,23 +99,31 @@ def llama_server_turns(url: str, turns) -> dict:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("model")
-    p.add_argument("--history", type=int, default=2000, help="tokens of history before the last turn")
     p.add_argument("--turns", type=int, default=4)
-    p.add_argument("--reply", type=int, default=100, help="tokens of each scripted reply (about)")
+    p.add_argument("--user", type=int, default=100, help="tokens of each user message (about)")
+    p.add_argument("--reply", type=int, default=600, help="tokens of each scripted reply (about)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--llama-server", default=None, metavar="URL")
+    p.add_argument("--only-llama-server", action="store_true",
+                   help="time llama-server alone (both models mapped at once would not fit many machines)")
     p.add_argument("--json", action="store_true")
     a = p.parse_args()
 
     import edgeoss
-    model = edgeoss.load(a.model, context=max(4096, 2 * a.history), threads=a.threads)
+    model = edgeoss.load(a.model, context=max(4096, 2 * a.turns * (a.user + a.reply)), threads=a.threads)
     enc = model.tokenizer
     if enc is None:
         print("this model has no tokenizer: convert it with one", file=sys.stderr)
         return 2
-    per_turn = a.history // (a.turns - 1)
-    messages = [user_message(i + 1, per_turn, enc) for i in range(a.turns)]
+    messages = [user_message(i + 1, a.user, enc) for i in range(a.turns)]
 
+    if a.only_llama_server:
+        _, n_prompt, _, turns = run_turns(model, messages, a.reply, prepare=False, compute=False)
+        ls = llama_server_turns(a.llama_server, turns)
+        print(json.dumps({"last_prompt_tokens": n_prompt, "llama_server": ls}) if a.json else
+              f"llama-server /completion, turn {a.turns} ({n_prompt}-token prompt): {ls['wall_s']:.2f} s "
+              f"({ls['prompt_n']} tokens run, prompt {ls['prompt_ms'] / 1000:.2f} s)")
+        return 0
     model.prefill(enc.encode("warm up"), model.new_sequence())  # first-call costs out of the timings
     prepared_ttft, n_prompt, prepared_cached, turns = run_turns(model, messages, a.reply, prepare=True)
     plain_ttft, _, plain_cached, turns2 = run_turns(model, messages, a.reply, prepare=False)

@@ -29,7 +29,8 @@ def format_report(r: dict) -> str:
         f"after a {r['depth']}-token context (prefilled in {r['depth_prefill_s']:.1f} s): the figures above"]
         if r["depth"] else []) + ([
         f"{r['concurrent']} streams together: aggregate decode {r['aggregate_decode_tokens_per_s']:.2f} tok/s "
-        f"({r['aggregate_speedup']:.2f}x one stream); per stream "
+        f"({r['aggregate_speedup']:.2f}x one stream decoding in alternation with it, "
+        f"{r['solo_decode_tokens_per_s_alternating']:.2f} tok/s); per stream "
         + ", ".join(f"{x:.2f}" for x in r["per_stream_decode_tokens_per_s"])
         + "; time to first token " + ", ".join(f"{x:.2f}" for x in r["ttft_s"]) + " s"]
         if r.get("concurrent") else []))

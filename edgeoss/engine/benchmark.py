@@ -46,35 +46,53 @@ def run_concurrent(model, streams: int, prompt: int, gen: int, rng, trace=None) 
     """`streams` requests of `prompt` random tokens, submitted together and decoded greedily in
     shared forward passes (engine.scheduler), each on its own sequence and, with a routing
     trace, replaying its own sequence of it. Aggregate decode counts the tokens of the steps
-    in which every stream was decoding; per stream, its own tokens over its own decode time."""
+    in which every stream was decoding; per stream, its tokens after the first over the time of
+    the steps that made them.
+    Between those steps a solo sequence (the next sequence of the trace) decodes one token, so
+    the speedup compares the two in alternation, as the machine's speed drifts."""
     from .scheduler import Request, Scheduler
     vocab = model.config.vocab_size
-    seqs = [model.new_sequence() for _ in range(streams)]
+
+    def tokens(n):
+        return [int(t) for t in rng.integers(0, min(vocab, 199998), n)]
+
+    seqs = [model.new_sequence() for _ in range(streams + 1)]
     if trace is not None:
         for i, seq in enumerate(seqs):
             model.force_routing(*trace[i % len(trace)], sequence=seq)
+    solo = seqs.pop()
+    solo_tok = int(np.argmax(model.prefill(tokens(prompt), solo)[0]))
     sched = Scheduler(model)
     t0 = time.perf_counter()
-    reqs = [sched.add(Request(seq, [int(t) for t in rng.integers(0, min(vocab, 199998), prompt)],
-                              max_tokens=gen, temperature=0, stop=[])) for seq in seqs]
-    first, last = {}, {}
-    all_decoding, steady_tokens = None, 0
+    reqs = [sched.add(Request(seq, tokens(prompt), max_tokens=gen, temperature=0, stop=[])) for seq in seqs]
+    first, busy = {}, {}  # per request: when its first token came, time in the steps since
+    all_decoding, steady_tokens, steady_time = False, 0, 0.0
+    together, alone = [], []
     while sched.active:
+        t1 = time.perf_counter()
         out = sched.step()
         now = time.perf_counter()
         for r, _ in out:
+            if id(r) in first:
+                busy[id(r)] = busy.get(id(r), 0.0) + now - t1
             first.setdefault(id(r), now)
-            last[id(r)] = now
-        if all_decoding is not None:
+        if all_decoding and len(out) == streams:
             steady_tokens += len(out)
-            steady_end = now
+            steady_time += now - t1
+            together.append(now - t1)
+            t2 = time.perf_counter()
+            solo_tok = int(np.argmax(model.step(solo_tok, solo)))
+            alone.append(time.perf_counter() - t2)
         elif len(first) == streams and len(out) == streams:
-            all_decoding = now  # from here on, every step decodes one token of every stream
-    per_stream = [(len(r.tokens) - 1) / (last[id(r)] - first[id(r)]) for r in reqs if len(r.tokens) > 1]
+            all_decoding = True  # from the next step on, every step decodes one token of every stream
+    per_stream = [(len(r.tokens) - 1) / busy[id(r)] for r in reqs if len(r.tokens) > 1]
     return {"concurrent": streams,
-            "aggregate_decode_tokens_per_s": steady_tokens / (steady_end - all_decoding) if steady_tokens else float("nan"),
+            "aggregate_decode_tokens_per_s": steady_tokens / steady_time if steady_tokens else float("nan"),
             "per_stream_decode_tokens_per_s": per_stream,
-            "ttft_s": [first[id(r)] - t0 for r in reqs]}
+            "ttft_s": [first[id(r)] - t0 for r in reqs],
+            "solo_decode_tokens_per_s_alternating": 1.0 / statistics.median(alone) if alone else float("nan"),
+            "aggregate_speedup": (streams * statistics.median(alone) / statistics.median(together)
+                                  if alone else float("nan"))}
 
 
 def run_bench(path, prompt: int = 512, gen: int = 128, threads: int | None = None, repeats: int = 3,
@@ -140,9 +158,7 @@ def run_bench(path, prompt: int = 512, gen: int = 128, threads: int | None = Non
 
     together = {}
     if concurrent > 1:
-        together = run_concurrent(model, concurrent, prompt, gen, rng,
-                                  trace)
-        together["aggregate_speedup"] = together["aggregate_decode_tokens_per_s"] / statistics.median(decode)
+        together = run_concurrent(model, concurrent, prompt, gen, rng, trace)
     rss = peak_rss_bytes()  # before the bandwidth sweep allocates its buffer
     plan = model.plan
     # under a budget, a sweep buffer that still dwarfs the caches but not the budget

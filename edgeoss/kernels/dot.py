@@ -263,25 +263,28 @@ class Kernels:
                                                m.ctypes.data, l.ctypes.data, acct.ctypes.data,
                                                scores.ctypes.data)
 
+    def _convert(self, name, x, src, dst):
+        x = np.ascontiguousarray(x)
+        if x.dtype != np.dtype(src):
+            raise TypeError(f"{name}: expected dtype {np.dtype(src).name}, got {x.dtype}")
+        out = np.empty(x.shape, dst)
+        if x.size:
+            self._fn[name](x.ctypes.data, out.ctypes.data, x.size)
+        return out
+
     def f32_to_f16(self, x):
         """float32 array -> IEEE binary16 bits (uint16, same shape), round to nearest even."""
-        x = _check(x, np.float32, "x", (x.ndim if isinstance(x, np.ndarray) else 1,))
-        out = np.empty(x.shape, np.uint16)
-        if x.size:
-            self._fn["eo_f32_to_f16"](x.ctypes.data, out.ctypes.data, x.size)
-        return out
+        return self._convert("eo_f32_to_f16", x, np.float32, np.uint16)
 
     def f16_to_f32(self, h):
         """IEEE binary16 bits (uint16 array) -> float32, exact."""
-        h = _check(h, np.uint16, "h", (h.ndim if isinstance(h, np.ndarray) else 1,))
-        out = np.empty(h.shape, np.float32)
-        if h.size:
-            self._fn["eo_f16_to_f32"](h.ctypes.data, out.ctypes.data, h.size)
-        return out
+        return self._convert("eo_f16_to_f32", h, np.uint16, np.float32)
 
     def f16_round(self, x):
-        """A copy of float32 x with every value rounded to the nearest float16."""
-        x = np.array(_check(x, np.float32, "x", (x.ndim if isinstance(x, np.ndarray) else 1,)))
+        """A copy of float32 x with every value rounded to the nearest float16 (in place, in C)."""
+        x = np.array(x)  # a contiguous copy
+        if x.dtype != np.float32:
+            raise TypeError(f"f16_round: expected dtype float32, got {x.dtype}")
         if x.size:
             self._fn["eo_f16_round"](x.ctypes.data, x.size)
         return x

@@ -56,6 +56,16 @@ def test_bad_sampling_arguments(converted, capsys, bad):
     assert "edgeoss: error:" in capsys.readouterr().err
 
 
+def test_bench_concurrent_and_depth_report_what_the_conversations_issue_tracks(converted, capsys):
+    import json
+    assert main(["bench", str(converted("odd-s1", "q8")), "--prompt", "12", "--gen", "6", "--repeats", "1",
+                 "--concurrent", "3", "--depth", "20", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["concurrent"] == 3 and r["depth"] == 20 and r["depth_prefill_s"] > 0 and r["kv_cache"] == "f16"
+    assert r["aggregate_decode_tokens_per_s"] > 0 and r["aggregate_speedup"] > 0
+    assert len(r["per_stream_decode_tokens_per_s"]) == 3 and len(r["ttft_s"]) == 3
+
+
 def test_bench_json_reports_what_the_speed_issue_tracks(converted, capsys):
     import json
     assert main(["bench", str(converted("tiny-s0", "q8")), "--prompt", "20", "--gen", "5", "--repeats", "2",

@@ -9,7 +9,28 @@
     for delta in chat.send("Hello"): print(delta.text, end="")
 """
 
+import os as _os
+import sys as _sys
+
 __version__ = "0.1.0"
+
+
+def _user_cache_dir() -> str:
+    """This platform's per-user cache folder for edgeoss."""
+    if _sys.platform == "win32":
+        base = _os.environ.get("LOCALAPPDATA") or _os.path.expanduser("~\\AppData\\Local")
+    elif _sys.platform == "darwin":
+        base = _os.path.expanduser("~/Library/Caches")
+    else:
+        base = _os.environ.get("XDG_CACHE_HOME") or _os.path.expanduser("~/.cache")
+    return _os.path.join(base, "edgeoss")
+
+
+# Numba's compiled kernels go to a per-user folder, never beside the installed package: a cache in
+# site-packages outlives `pip uninstall` there (a leftover folder that shadows a later editable
+# install) and cannot be written where site-packages is read-only. Set before anything imports
+# numba; NUMBA_CACHE_DIR set by the user wins.
+_os.environ.setdefault("NUMBA_CACHE_DIR", _os.path.join(_user_cache_dir(), "numba"))
 
 
 def load(path, context: int = 4096, threads: int | None = None):

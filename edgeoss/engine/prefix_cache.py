@@ -59,6 +59,3 @@ class PrefixCache:
         while self._idle and total > self.ram_bytes:
             _, old = self._idle.popitem(last=False)
             total -= old.nbytes
-
-    def clear(self) -> None:
-        self._idle.clear()

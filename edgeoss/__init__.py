@@ -7,6 +7,8 @@
 
     chat = edgeoss.Chat(model, reasoning="low")         # harmony format
     for delta in chat.send("Hello"): print(delta.text, end="")
+
+    edgeoss.serve("~/models/gpt-oss-20b", port=8000)    # OpenAI-compatible server on 127.0.0.1
 """
 
 import os as _os
@@ -37,6 +39,12 @@ def load(path, context: int = 4096, threads: int | None = None):
     """Open a converted model directory; see edgeoss.model.Model."""
     from .engine.model import load as _load
     return _load(path, context=context, threads=threads)
+
+
+def serve(model, host: str = "127.0.0.1", port: int = 8000, **options):
+    """Serve a model over OpenAI's API until interrupted; see edgeoss.server.serve."""
+    from .server import serve as _serve
+    return _serve(model, host=host, port=port, **options)
 
 
 def __getattr__(name):

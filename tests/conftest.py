@@ -59,3 +59,28 @@ def converted(hf_checkpoints, tmp_path_factory):
                                             no_tokenizer=True, progress=False)
         return cache[(name, preset)]
     return get
+
+
+# -- the server's tests (tests/server): a tiny model with the real vocabulary, a real process ------
+@pytest.fixture(scope="session")
+def chat_model(tmp_path_factory):
+    """A tiny model converted with the real vocabulary (the server speaks harmony)."""
+    TOK = tokenizer_dir()
+    if TOK is None:
+        pytest.skip("needs the real o200k vocabulary: ../shared/tokenizer")
+    from edgeoss.convert import convert
+    from edgeoss.convert.synthetic import make_checkpoint
+    root = tmp_path_factory.mktemp("served")
+    make_checkpoint(root / "hf", preset="tiny", seed=0, tokenizer_dir=TOK)
+    return convert(str(root / "hf"), root / "gpt-oss-tiny", preset="q8", progress=False)
+
+
+@pytest.fixture(scope="session")
+def server(chat_model):
+    from server.harness import Server
+    s = Server(chat_model, "--parallel", "4")
+    yield s
+    code = s.stop()
+    assert code == 0, "".join(s.log)
+
+

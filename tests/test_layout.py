@@ -2,7 +2,7 @@
 
 Reads every module's imports from its source (function-level imports included, since a lazy
 import is still a dependency) and checks two things: no cycle among modules, and no folder
-importing one on its own floor or above (cli -> server / chat -> engine -> memory / convert ->
+importing one on its own floor or above (cli -> server -> chat -> engine -> memory / convert ->
 kernels -> format -> config -> errors)."""
 
 import ast
@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "edgeoss"
 
 # A module may import its own folder and folders on lower floors only.
 FLOORS = {"errors": 0, "config": 1, "format": 2, "kernels": 3, "memory": 4, "convert": 4,
-          "engine": 5, "chat": 6, "server": 6, "cli": 7}
+          "engine": 5, "chat": 6, "server": 7, "cli": 8}
 
 
 def package_modules(root: Path = PACKAGE) -> dict[str, Path]:

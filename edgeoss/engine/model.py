@@ -121,7 +121,7 @@ class Model:
 
     def __init__(self, files: fmt.ModelFiles, context: int = 4096, threads: int | None = None,
                  memory: int | str | None = None, kv_cache: str = DEFAULT_KV, sequences: int = 1,
-                 cache_ram: int | str | None = None):
+                 cache_ram: int | str | None = None, prefix_cache: bool | None = None):
         import numba
 
         from ..memory import planner
@@ -137,7 +137,9 @@ class Model:
         kv_dtype(kv_cache)  # an unknown type is refused before anything loads
         self.kv_cache = kv_cache
         self.plan = planner.make_plan(files, memory, context=context, kv=kv_cache, sequences=sequences,
-                                      cache_ram=cache_ram, prefix_cache=sequences > 1 or cache_ram is not None)
+                                      cache_ram=cache_ram,
+                                      prefix_cache=(sequences > 1 or cache_ram is not None) if prefix_cache is None
+                                      else prefix_cache)
         self.plan.require_fits()
         self.expert_cache = None
         if self.plan.streaming:
@@ -438,12 +440,13 @@ class Model:
 
 def load(path: str | os.PathLike, context: int = 4096, threads: int | None = None,
          memory: int | str | None = None, kv_cache: str = DEFAULT_KV, sequences: int = 1,
-         cache_ram: int | str | None = None) -> Model:
+         cache_ram: int | str | None = None, prefix_cache: bool | None = None) -> Model:
     """Open a converted model directory (see `edgeoss convert`) within a memory budget: bytes or
     a size such as "8G" for the whole process (default: what this machine can spare). Experts
     that do not fit stream from disk; below the smallest budget that can run the model, this
     raises planner.MemoryBudgetError saying what that budget is. kv_cache: "f16" (default) or
     "f32", how the KV cache stores keys and values. sequences: how many will run at once (the
-    plan makes room for each one's KV cache, and for a prefix cache of `cache_ram` bytes)."""
+    plan makes room for each one's KV cache, and for a prefix cache of `cache_ram` bytes, or of what
+    the budget spares when prefix_cache is True; a server always has one)."""
     return Model(fmt.ModelFiles(path), context=context, threads=threads, memory=memory, kv_cache=kv_cache,
-                 sequences=sequences, cache_ram=cache_ram)
+                 sequences=sequences, cache_ram=cache_ram, prefix_cache=prefix_cache)

@@ -31,9 +31,13 @@ class Request:
     top_k: int = 0
     seed: int | None = None
     stop: Iterable[int] | None = None  # default: the model's end-of-sequence tokens
+    # restricts each token: .mask(logits) sets forbidden ones to -inf, .accept(token) follows the
+    # choice (chat.grammar.Constraint); an exception from either ends the request with `error`
+    constraint: object | None = None
     # filled in as it runs
     tokens: list[int] = field(default_factory=list)   # generated, in order
     done: bool = False
+    error: str | None = None
     usage: Usage = field(default_factory=Usage)
 
     def __post_init__(self):
@@ -101,7 +105,15 @@ class Scheduler:
                 if r._pending:
                     continue  # more of its prompt to run: nothing to sample yet
                 r.sequence.checkpoint()  # where the prompt ends: the next turn steps back here
-            tok = int(loops.sample_token(row, float(r.temperature), int(r.top_k), float(r.top_p), r._rng.random()))
+            try:
+                if r.constraint is not None:
+                    r.constraint.mask(row)
+                tok = int(loops.sample_token(row, float(r.temperature), int(r.top_k), float(r.top_p), r._rng.random()))
+                if r.constraint is not None:
+                    r.constraint.accept(tok)
+            except Exception as e:  # noqa: BLE001 - one request's constraint failing ends that request only
+                r.error, r.done = f"{type(e).__name__}: {e}", True
+                continue
             r.tokens.append(tok)
             r.usage.completion_tokens += 1
             out.append((r, tok))

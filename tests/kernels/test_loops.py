@@ -250,3 +250,9 @@ def test_sampling():
     p = np.exp(logits / 0.7 - (logits / 0.7).max())
     p /= p.sum()
     np.testing.assert_allclose(np.bincount(draws, minlength=5) / draws.size, p, atol=0.015)
+    # a constraint's mask (-inf) is never drawn, even where it hides the best token
+    masked = logits.copy()
+    masked[[1, 3]] = -np.inf
+    for top_p in (1.0, 0.9):
+        assert {int(loops.sample_token(masked, 1.0, 0, top_p, u)) for u in np.linspace(0, 0.999, 200)} <= {0, 2, 4}
+    assert loops.sample_token(masked, 0.0, 0, 1.0, 0.5) == 2

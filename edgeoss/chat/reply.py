@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 import openai_harmony as oh
 
 SPECIAL_FROM = 199998  # ids from here on are harmony's special tokens
+HEADER_LIMIT = 64      # a message header (channel, recipient, content type) is a few tokens: past this
+                       # many without a message starting, the model is not writing harmony
 
 
 @dataclass
@@ -78,6 +80,9 @@ class ReplyParser:
         delta = self.parser.last_content_delta
         if not delta:
             self._unshown = [] if len(self.parser.messages) > done else self._unshown + [token]
+            if len(self._unshown) > HEADER_LIMIT and not self.parser.current_content:
+                self._raw = self._unshown  # stream it as text now rather than at the end
+                return self._raw_text()
             return []
         self._unshown = []
         recipient = self.parser.current_recipient

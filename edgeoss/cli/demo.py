@@ -7,32 +7,10 @@ noise: the point is to show that everything works on this machine before a 13 GB
 
 from __future__ import annotations
 
-import os
-import sys
 import time
 from pathlib import Path
 
 from .args import add_memory_arg
-
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
-
-
-def find_tokenizer_dir() -> Path | None:
-    """gpt-oss's tokenizer files: $EDGEOSS_TOKENIZER_DIR, a `shared/tokenizer` folder beside
-    the working directory or the source checkout, or the Hugging Face cache / Hub."""
-    candidates = []
-    if os.environ.get("EDGEOSS_TOKENIZER_DIR"):
-        candidates.append(Path(os.environ["EDGEOSS_TOKENIZER_DIR"]))
-    for base in (Path.cwd(), Path(__file__).resolve().parents[2]):
-        candidates += [base / "shared" / "tokenizer", base.parent / "shared" / "tokenizer"]
-    for c in candidates:
-        if (c / "tokenizer.json").exists():
-            return c
-    try:  # the real repo's tokenizer (13 MB), if the Hub is reachable or it is cached
-        from huggingface_hub import hf_hub_download
-        return Path(hf_hub_download("openai/gpt-oss-20b", "tokenizer.json")).parent
-    except Exception:
-        return None
 
 
 def run_demo(directory: Path | None = None, threads: int | None = None, memory=None) -> int:
@@ -45,14 +23,11 @@ def run_demo(directory: Path | None = None, threads: int | None = None, memory=N
     root = Path(directory or Path.home() / ".cache" / "edgeoss" / "demo").expanduser()
     model_dir = root / "tiny-gpt-oss-edgeoss"
     if not (model_dir / "edgeoss.json").exists():
-        tok = find_tokenizer_dir()
-        if tok is None:
-            print("no gpt-oss tokenizer found (offline, no ../shared/tokenizer): the demo runs on token ids",
-                  file=sys.stderr)
         hf_dir = root / "tiny-gpt-oss-hf"
         if not (hf_dir / "config.json").exists():
-            make_checkpoint(hf_dir, preset="tiny", seed=0, tokenizer_dir=tok if tok else False)
-        convert(str(hf_dir), model_dir, preset="q8", force=True, no_tokenizer=tok is None)
+            # no tokenizer files: the conversion bundles the vocabulary shipped with edgeoss
+            make_checkpoint(hf_dir, preset="tiny", seed=0, tokenizer_dir=None)
+        convert(str(hf_dir), model_dir, preset="q8", force=True)
     print(describe(model_dir))
     model = load(model_dir, threads=threads, memory=memory)
     print("\nThe weights are random: the text below is noise. For the real model:\n"

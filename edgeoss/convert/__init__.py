@@ -25,6 +25,8 @@ from .checkpoint import HFCheckpoint
 from .quantize import hf_to_kernel_order, quantize_mxfp4, quantize_q4, quantize_q8
 from .vocab import bundle_vocab, has_tokenizer
 
+TOKENIZER_IDS = 200019  # ids gpt-oss's tokenizer produces (its embedding has 201,088 rows)
+
 __all__ = ["convert", "ConvertError"]
 
 ROW_CHUNK_BYTES = 32 << 20  # float32 bytes of source rows handled at once
@@ -159,10 +161,11 @@ def convert(src: str, out: str | os.PathLike, preset: str = "q8", force: bool = 
         raise ConvertError(f"{out} already exists; choose another output directory or pass --force "
                            "to replace it (it is replaced only once the new model is complete)")
     ck = HFCheckpoint(resolve_checkpoint(src, revision, token))
-    if not no_tokenizer and not has_tokenizer(ck.path):
-        raise ConvertError(f"{ck.path} has no tokenizer.json: pass --no-tokenizer to convert without one "
-                           "(the model is then driven with token ids only)")
     cfg = ck.config
+    if not no_tokenizer and not has_tokenizer(ck.path) and cfg.vocab_size < TOKENIZER_IDS:
+        raise ConvertError(f"{ck.path} has no tokenizer and its vocabulary of {cfg.vocab_size} ids is smaller than "
+                           f"gpt-oss's ({TOKENIZER_IDS}): pass --no-tokenizer to convert it without one (the model "
+                           "is then driven with token ids only)")
     layout = fmt.plan_layout(cfg, preset)
 
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 from ..errors import EdgeossError
+from ..format.vocab import BUNDLED_VOCAB_DIR, VOCAB_FILE
 
 O200K_BASE_SHA256 = "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d"
 O200K_BASE_TOKENS = 199998  # ranks 0..199997; 199998.. are the special tokens
@@ -64,8 +65,11 @@ def bundle_vocab(src_dir: Path, out_path: Path) -> str:
     """Write out_path (o200k_base.tiktoken) from src_dir's tokenizer; returns its sha256.
 
     Takes an o200k_base.tiktoken shipped beside the checkpoint as it is, else derives it from
-    tokenizer.json. Refuses anything but gpt-oss's vocabulary."""
-    shipped = src_dir / "o200k_base.tiktoken"
+    tokenizer.json, else (a checkpoint with no tokenizer files) takes the copy shipped with
+    edgeoss: gpt-oss has one vocabulary. Refuses anything but gpt-oss's vocabulary."""
+    shipped = src_dir / VOCAB_FILE
+    if not has_tokenizer(src_dir):
+        shipped = BUNDLED_VOCAB_DIR / VOCAB_FILE
     if shipped.exists():
         data, origin = shipped.read_bytes(), shipped
     else:
@@ -82,4 +86,4 @@ def bundle_vocab(src_dir: Path, out_path: Path) -> str:
 
 
 def has_tokenizer(src_dir: Path) -> bool:
-    return (src_dir / "tokenizer.json").exists() or (src_dir / "o200k_base.tiktoken").exists()
+    return (src_dir / "tokenizer.json").exists() or (src_dir / VOCAB_FILE).exists()

@@ -4,12 +4,6 @@ import io
 
 import pytest
 
-from conftest import tokenizer_dir
-
-TOK = tokenizer_dir()
-pytestmark = pytest.mark.skipif(TOK is None, reason="needs the real o200k vocabulary: ../shared/tokenizer "
-                                "(or EDGEOSS_TOKENIZER_DIR) with tokenizer.json and o200k_base.tiktoken")
-
 
 class ScriptedModel:
     """Stands in for Model.generate with a scripted reply, honouring `stop` like the engine."""
@@ -37,7 +31,7 @@ class ScriptedModel:
 @pytest.fixture(scope="module")
 def encoding():
     from edgeoss.format.vocab import load_encoding
-    return load_encoding(TOK)
+    return load_encoding()  # the vocabulary shipped with edgeoss
 
 
 def test_final_channel_streams_and_end_does_not_stop(encoding):
@@ -82,7 +76,7 @@ def test_chat_with_the_engine_on_a_tiny_model(tmp_path):
     from edgeoss.convert import convert
     from edgeoss.engine.model import load
     from edgeoss.convert.synthetic import make_checkpoint
-    hf = make_checkpoint(tmp_path / "hf", preset="tiny", seed=0, tokenizer_dir=TOK, num_hidden_layers=2)
+    hf = make_checkpoint(tmp_path / "hf", preset="tiny", seed=0, tokenizer_dir=None, num_hidden_layers=2)
     model = load(convert(str(hf), tmp_path / "m", progress=False))
     chat = Chat(model, reasoning="high", instructions="Answer briefly.")
     prompt = chat.prompt_tokens()
@@ -103,7 +97,7 @@ def test_every_turn_after_the_first_reuses_the_whole_history(tmp_path):
     from edgeoss.convert import convert
     from edgeoss.convert.synthetic import make_checkpoint
     from edgeoss.engine.model import load
-    hf = make_checkpoint(tmp_path / "hf", preset="tiny", seed=2, tokenizer_dir=TOK, num_hidden_layers=2)
+    hf = make_checkpoint(tmp_path / "hf", preset="tiny", seed=2, tokenizer_dir=None, num_hidden_layers=2)
     model = load(convert(str(hf), tmp_path / "m", progress=False))
     chat = Chat(model, reasoning="high", instructions="Answer briefly.")
     for turn, text in enumerate(["Hi", "What is 2+2?", "And 3+3?", "Thanks"]):
@@ -121,7 +115,7 @@ def test_cli_generate_and_chat(tmp_path, capsys, monkeypatch):
     from edgeoss.cli.main import main
     from edgeoss.convert import convert
     from edgeoss.convert.synthetic import make_checkpoint
-    hf = make_checkpoint(tmp_path / "hf", preset="tiny", seed=1, tokenizer_dir=TOK, num_hidden_layers=2)
+    hf = make_checkpoint(tmp_path / "hf", preset="tiny", seed=1, tokenizer_dir=None, num_hidden_layers=2)
     m = convert(str(hf), tmp_path / "m", progress=False)
     assert main(["generate", str(m), "Hello", "--max-tokens", "5", "--ignore-eos"]) == 0
     captured = capsys.readouterr()

@@ -233,7 +233,23 @@ def test_failed_forced_conversion_keeps_the_old_model(hf_checkpoints, tmp_path, 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
+def test_a_checkpoint_without_tokenizer_files_gets_the_shipped_vocabulary(tmp_path):
+    """gpt-oss has one vocabulary: edgeoss ships it, so a bare checkpoint converts to a model
+    that speaks text, offline."""
+    from edgeoss.convert.synthetic import make_checkpoint
+    from edgeoss.convert.vocab import O200K_BASE_SHA256
+    from edgeoss.engine.model import load
+    hf = make_checkpoint(tmp_path / "hf", preset="tiny", seed=0, tokenizer_dir=None, num_hidden_layers=2)
+    assert not (hf / "tokenizer.json").exists()
+    out = convert(str(hf), tmp_path / "out", progress=False)
+    manifest = json.loads((out / "edgeoss.json").read_text())
+    assert manifest["tokenizer"]["sha256"] == O200K_BASE_SHA256
+    enc = load(out).tokenizer
+    assert enc.decode(enc.encode("Hello, world")) == "Hello, world"
+
+
 def test_missing_tokenizer_needs_an_explicit_choice(hf_checkpoints, tmp_path, capsys):
+    """A vocabulary smaller than gpt-oss's cannot take it: converting needs --no-tokenizer."""
     assert main(["convert", str(hf_checkpoints["tiny-s0"]), str(tmp_path / "o")]) == 2
     assert "--no-tokenizer" in capsys.readouterr().err
 

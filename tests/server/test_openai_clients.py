@@ -6,12 +6,8 @@ import json
 from typing import Annotated
 
 import jsonschema
-import pytest
 from pydantic import Field
 
-from conftest import tokenizer_dir
-
-pytestmark = pytest.mark.skipif(tokenizer_dir() is None, reason="needs the real o200k vocabulary: ../shared/tokenizer")
 
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "Current weather of a city",
@@ -166,7 +162,7 @@ def test_responses_stream_events(server):
 
 
 def test_agents_sdk_runs_a_function_tool(server):
-    agents = pytest.importorskip("agents")
+    import agents
     from openai import AsyncOpenAI
     from openai.types.shared import Reasoning
     calls = []
@@ -187,3 +183,15 @@ def test_agents_sdk_runs_a_function_tool(server):
     result = agents.Runner.run_sync(agent, "Weather in Lima?", max_turns=3)
     assert len(calls) == 1 and isinstance(calls[0], str)
     assert result.final_output == f"sunny in {calls[0]}"
+
+
+def test_stop_strings_cut_the_text(server):
+    c = server.client()
+    kw = dict(model=model_id(c), prompt="Once upon a time", max_tokens=24, temperature=0)
+    text = c.completions.create(**kw).choices[0].text
+    stop = text[len(text) // 2: len(text) // 2 + 3]
+    assert len(text) > 6 and stop.strip()
+    cut = c.completions.create(stop=[stop, "never-there"], **kw).choices[0]
+    assert cut.text == text[:text.index(stop)] and cut.finish_reason == "stop"
+    streamed = [ch.choices[0] for ch in c.completions.create(stop=stop, stream=True, **kw) if ch.choices]
+    assert "".join(ch.text for ch in streamed) == cut.text and streamed[-1].finish_reason == "stop"

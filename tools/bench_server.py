@@ -119,6 +119,47 @@ def chat_turns(url: str, model: str, vocab_dir: str, turns: int, user: int, repl
     return {"turns": turns, "history_tokens": history, "last_prompt_tokens": n_prompt, "ttft_last_turn_s": last["ttft_s"]}
 
 
+def chat_turns_api(url: str, model: str, vocab_dir: str, turns: int, user: int, reply: int) -> dict:
+    """A chat through /v1/chat/completions as an app runs it: each turn sends the history with the
+    replies the server returned, waits until the server has prepared the next turn (as a user
+    reading the reply would give it time to), and the last turn's first token is timed."""
+    from bench_chat_turns import user_message
+
+    from edgeoss.format.vocab import load_encoding
+    enc = load_encoding(vocab_dir)
+    messages = []
+
+    def preparing() -> float:
+        for line in httpx.get(url + "/metrics", timeout=30).text.splitlines():
+            if line.startswith("edgeoss_requests_preparing "):
+                return float(line.split()[1])
+        return 0.0
+    for i in range(turns - 1):
+        messages.append({"role": "user", "content": user_message(i + 1, user, enc)})
+        r = httpx.post(url + "/v1/chat/completions", timeout=3600, json={
+            "model": model, "messages": messages, "max_tokens": reply, "temperature": 0}).json()
+        messages.append({"role": "assistant", "content": r["choices"][0]["message"]["content"]})
+        while preparing():
+            time.sleep(0.2)
+    messages.append({"role": "user", "content": user_message(turns, user, enc)})
+    body = {"model": model, "messages": messages, "max_tokens": 1, "temperature": 0, "stream": True,
+            "stream_options": {"include_usage": True}}
+    t0 = time.perf_counter()
+    first, usage = None, None
+    with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=3600) as r:
+        for line in r.iter_lines():
+            if line.startswith("data: {"):
+                data = json.loads(line[6:])
+                if data.get("choices") and first is None and data["choices"][0]["delta"].get("content") is not None \
+                        and data["choices"][0]["delta"].get("role") is None:
+                    first = time.perf_counter()
+                usage = data.get("usage") or usage
+    end = time.perf_counter()
+    return {"turns": turns, "last_prompt_tokens": usage["prompt_tokens"],
+            "cached_tokens": usage["prompt_tokens_details"]["cached_tokens"],
+            "ttft_last_turn_s": (first or end) - t0}
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("url")
@@ -129,6 +170,8 @@ def main() -> int:
     p.add_argument("--turns", type=int, default=4)
     p.add_argument("--user", type=int, default=100)
     p.add_argument("--reply", type=int, default=600)
+    p.add_argument("--chat-api", action="store_true",
+                   help="edgeoss only: the chat phase through /v1/chat/completions, replies as returned")
     p.add_argument("--json", action="store_true")
     a = p.parse_args()
     url = a.url.rstrip("/")
@@ -139,7 +182,9 @@ def main() -> int:
     stream_completion(url, model, [300, 301, 302, 303], 4)  # warm: first-call costs out of the timings
     if a.streams:
         r["concurrent"] = streams(url, model, a.streams, a.prompt, a.gen)
-    if a.turns:
+    if a.turns and a.chat_api:
+        r["chat_api"] = chat_turns_api(url, model, a.vocab, a.turns, a.user, a.reply)
+    elif a.turns:
         r["chat"] = chat_turns(url, model, a.vocab, a.turns, a.user, a.reply)
     if a.json:
         print(json.dumps(r))

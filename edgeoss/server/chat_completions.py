@@ -19,8 +19,22 @@ from starlette.responses import JSONResponse
 from ..chat.reply import ReplyParser
 from . import generation as gen
 from .messages import chat_constraint, chat_messages
-from .schemas import ChatCompletionRequest, parse, reject_unsupported
+from .schemas import ChatCompletionRequest, ChatMessage, parse, reject_unsupported
 from .worker import Finished
+
+
+def _prepare_next_turn(state, req: ChatCompletionRequest, reply: dict, reason: str) -> None:
+    """The next request of this conversation starts with its messages and the reply as we
+    returned it, rendered the same way: bring that into the prefix cache while the user reads
+    (or the tool runs), so the next turn runs only what it adds."""
+    if reason not in ("stop", "tool_calls", "length"):
+        return
+    try:
+        messages = list(req.messages) + [ChatMessage.model_validate(reply)]
+        conversation = oh.Conversation.from_messages(chat_messages(req.model_copy(update={"messages": messages})))
+        gen.prepare(state, state.encoding.render_conversation(conversation))
+    except Exception:  # noqa: BLE001 - only a head start: the next request runs whatever this did not
+        pass
 
 
 def _call_id() -> str:
@@ -70,6 +84,7 @@ async def _complete(state, job, req, head, http) -> dict:
     if reply.tool_calls:
         message["tool_calls"] = [{"id": _call_id(), "type": "function",
                                   "function": {"name": c.name, "arguments": c.arguments}} for c in reply.tool_calls]
+    _prepare_next_turn(state, req, message, reason)
     return {**head, "object": "chat.completion",
             "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": reason}],
             "usage": gen.usage_of(job)}
@@ -83,6 +98,7 @@ def _chunk(head, delta: dict, finish=None) -> dict:
 async def _stream(state, job, req, head, include_usage: bool):
     parser = ReplyParser(state.encoding)
     stops = gen.StopStrings(req.stop)
+    call_ids: list[str] = []
     try:
         yield _chunk(head, {"role": "assistant", "content": ""})
         result = None
@@ -90,17 +106,25 @@ async def _stream(state, job, req, head, include_usage: bool):
             if isinstance(item, Finished):
                 result = item
                 break
-            for chunk in _pieces(head, parser.push(item), stops):
+            for chunk in _pieces(head, parser.push(item), stops, call_ids):
                 yield chunk
             if stops.hit:
                 state.worker.cancel(job)
-        for chunk in _pieces(head, parser.finish(), stops, final=True):
+        for chunk in _pieces(head, parser.finish(), stops, call_ids, final=True):
             yield chunk
         try:
             reason = gen.finish_reason(job, result, stops.hit)
         except gen.APIError as e:  # mid-stream: the error goes out as an event, the stream ends
             yield {"data": json.dumps(e.body())}
             return
+        reply = parser.reply
+        message = {"role": "assistant", "content": stops.text[:stops.sent] or None}
+        if reply.reasoning:
+            message["reasoning_content"] = reply.reasoning
+        if reply.tool_calls:
+            message["tool_calls"] = [{"id": cid, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+                                     for cid, c in zip(call_ids, reply.tool_calls)]
+        _prepare_next_turn(state, req, message, reason)
         yield _chunk(head, {}, reason)
         if include_usage:
             yield {"data": json.dumps({**head, "object": "chat.completion.chunk", "choices": [],
@@ -110,7 +134,7 @@ async def _stream(state, job, req, head, include_usage: bool):
         state.worker.cancel(job)
 
 
-def _pieces(head, pieces, stops: gen.StopStrings, final: bool = False):
+def _pieces(head, pieces, stops: gen.StopStrings, call_ids: list, final: bool = False):
     for piece in pieces:
         if piece.kind == "reasoning":
             yield _chunk(head, {"reasoning_content": piece.text})
@@ -119,7 +143,8 @@ def _pieces(head, pieces, stops: gen.StopStrings, final: bool = False):
             if text:
                 yield _chunk(head, {"content": text})
         elif piece.kind == "tool_call":
-            yield _chunk(head, {"tool_calls": [{"index": piece.call, "id": _call_id(), "type": "function",
+            call_ids.append(_call_id())
+            yield _chunk(head, {"tool_calls": [{"index": piece.call, "id": call_ids[-1], "type": "function",
                                                 "function": {"name": piece.text, "arguments": ""}}]})
         else:
             yield _chunk(head, {"tool_calls": [{"index": piece.call, "function": {"arguments": piece.text}}]})

@@ -70,6 +70,14 @@ def submit(state, prompt: list[int], sampling: Sampling, constraint=None, stop_t
     return job
 
 
+def prepare(state, prompt: list[int]) -> None:
+    """Bring `prompt` (the likely start of the next request) into the prefix cache in the
+    background, when a slot is free."""
+    if 1 < len(prompt) < state.context:
+        request = Request(sequence=None, prompt=prompt, max_tokens=1, temperature=0.0, stop=HARMONY_STOP)
+        state.worker.prepare(Job(request=request, loop=asyncio.get_running_loop()))
+
+
 async def tokens(state, job: Job, http: HTTPRequest | None = None):
     """Yield the job's tokens, then its Finished. With `http`, a client that goes away cancels the
     job (streamed responses are cancelled by their SSE task instead)."""

@@ -30,6 +30,8 @@ class _EngineCollector:
                                 value=w.tokens_per_second())
         yield GaugeMetricFamily("edgeoss_requests_running", "Requests holding a sequence", value=w.running)
         yield GaugeMetricFamily("edgeoss_requests_waiting", "Requests queued for a sequence", value=w.queue_depth)
+        yield GaugeMetricFamily("edgeoss_requests_preparing",
+                                "Next turns being brought into the prefix cache in the background", value=w.preparing)
         pc = w.prefix_cache
         yield GaugeMetricFamily("edgeoss_prefix_cache_hit_rate", "Share of requests that started from a cached prefix",
                                 value=(pc.hits / pc.lookups) if pc is not None and pc.lookups else 0.0)

@@ -35,6 +35,7 @@ class Job:
     loop: asyncio.AbstractEventLoop
     events: asyncio.Queue = field(default_factory=asyncio.Queue)  # token ids, then one Finished
     cancelled: bool = False
+    background: bool = False          # preparing a likely next prompt: yields to every real request
     submitted: float = field(default_factory=time.perf_counter)
     started: float | None = None      # when it got a sequence
     first_token: float | None = None
@@ -54,6 +55,7 @@ class EngineWorker:
         self.prefix_cache = PrefixCache(model, cache_ram) if cache_ram > 0 else None
         self.scheduler = Scheduler(model, prefix_cache=self.prefix_cache)
         self._waiting: collections.deque[Job] = collections.deque()
+        self._background: collections.deque[Job] = collections.deque(maxlen=2 * self.parallel)
         self._running: dict[int, Job] = {}   # id(request) -> job
         self._cv = threading.Condition()
         self._stopping = False
@@ -74,11 +76,21 @@ class EngineWorker:
         with self._cv:
             if self._stopping or self._draining:
                 raise Busy("the server is shutting down")
-            if len(self._running) >= self.parallel and len(self._waiting) >= self.queue_limit:
+            if self.running >= self.parallel and len(self._waiting) >= self.queue_limit:
                 raise Busy(f"all {self.parallel} sequences are busy and {len(self._waiting)} requests are waiting")
             self._waiting.append(job)
             self._cv.notify()
         return job
+
+    def prepare(self, job: Job) -> None:
+        """Queue background work (a likely next prompt brought into the prefix cache); it runs only
+        in a free slot, gives its slot up to any real request, and the oldest is dropped when too
+        many wait."""
+        job.background = True
+        with self._cv:
+            if not (self._stopping or self._draining):
+                self._background.append(job)
+                self._cv.notify()
 
     def cancel(self, job: Job) -> None:
         with self._cv:
@@ -91,7 +103,12 @@ class EngineWorker:
 
     @property
     def running(self) -> int:
-        return len(self._running)
+        """Requests running (background preparation not counted)."""
+        return sum(not j.background for j in list(self._running.values()))
+
+    @property
+    def preparing(self) -> int:
+        return sum(j.background for j in list(self._running.values())) + len(self._background)
 
     def tokens_per_second(self, window: float = 10.0) -> float:
         """Generated tokens per second over the last `window` seconds."""
@@ -108,6 +125,10 @@ class EngineWorker:
             for job in self._waiting:
                 job.post(Finished("cancelled", "the server is shutting down"))
             self._waiting.clear()
+            self._background.clear()
+            for job in self._running.values():
+                if job.background:
+                    job.cancelled = True
         deadline = time.monotonic() + grace
         while self._running and time.monotonic() < deadline and self.thread.is_alive():
             time.sleep(0.05)
@@ -121,15 +142,22 @@ class EngineWorker:
     def _run(self) -> None:
         while True:
             with self._cv:
-                while not self._stopping and not self._running and not self._waiting:
+                while not self._stopping and not self._running and not self._waiting and not self._background:
                     self._cv.wait()
                 if self._stopping:
                     break
+                # a real request waiting for a slot takes one from background preparation
+                free = self.parallel - len(self._running)
+                for job in [j for j in self._running.values() if j.background][:max(0, len(self._waiting) - free)]:
+                    job.cancelled = True
                 admit = []
                 while self._waiting and len(self._running) + len(admit) < self.parallel:
                     job = self._waiting.popleft()
                     if not job.cancelled:
                         admit.append(job)
+                if not self._waiting:
+                    while self._background and len(self._running) + len(admit) < self.parallel:
+                        admit.append(self._background.popleft())
                 cancelled = [j for j in self._running.values() if j.cancelled]
             for job in cancelled:
                 self.scheduler.cancel(job.request)
@@ -150,8 +178,9 @@ class EngineWorker:
             return
         job.started = time.perf_counter()
         self._running[id(job.request)] = job
-        self.prompt_tokens += job.request.usage.prompt_tokens
-        self.cached_tokens += job.request.usage.cached_tokens
+        if not job.background:
+            self.prompt_tokens += job.request.usage.prompt_tokens
+            self.cached_tokens += job.request.usage.cached_tokens
 
     def _step(self) -> None:
         try:
@@ -162,6 +191,7 @@ class EngineWorker:
                 self._finish(job, Finished("error", f"{type(e).__name__}: {e}"))
             return
         now = time.perf_counter()
+        out = [(r, t) for r, t in out if not self._running[id(r)].background]
         for request, token in out:
             job = self._running[id(request)]
             if job.first_token is None:
@@ -183,5 +213,6 @@ class EngineWorker:
 
     def _finish(self, job: Job, result: Finished) -> None:
         self._running.pop(id(job.request), None)
-        self.completed += 1
-        job.post(result)
+        if not job.background:
+            self.completed += 1
+            job.post(result)

@@ -195,3 +195,32 @@ def test_stop_strings_cut_the_text(server):
     assert cut.text == text[:text.index(stop)] and cut.finish_reason == "stop"
     streamed = [ch.choices[0] for ch in c.completions.create(stop=stop, stream=True, **kw) if ch.choices]
     assert "".join(ch.text for ch in streamed) == cut.text and streamed[-1].finish_reason == "stop"
+
+
+def test_next_turn_runs_only_what_it_adds(server):
+    """After a reply, the server brings the conversation as the client will send it back into the
+    prefix cache: the next turn runs only the new user message."""
+    import httpx
+
+    from harness import wait_for
+    c = server.client()
+
+    def preparing() -> float:
+        text = httpx.get(server.url + "/metrics").text
+        return float(next(line.split()[1] for line in text.splitlines()
+                          if line.startswith("edgeoss_requests_preparing ")))
+    for stream in (False, True):
+        messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": f"Hello ({stream})"}]
+        kw = dict(model=model_id(c), max_tokens=40, seed=9, temperature=1.0, reasoning_effort="low")
+        if stream:
+            chunks = [ch for ch in c.chat.completions.create(messages=messages, stream=True, **kw) if ch.choices]
+            reply = {"role": "assistant", "content": "".join(ch.choices[0].delta.content or "" for ch in chunks)}
+            assert chunks[-1].choices[0].finish_reason in ("stop", "length")
+        else:
+            first = c.chat.completions.create(messages=messages, **kw)
+            reply = {"role": "assistant", "content": first.choices[0].message.content}
+        assert wait_for(lambda: preparing() == 0, timeout=60)
+        question = "And a second question about the sea?"
+        second = c.chat.completions.create(messages=messages + [reply, {"role": "user", "content": question}], **kw)
+        uncached = second.usage.prompt_tokens - second.usage.prompt_tokens_details.cached_tokens
+        assert uncached <= 30, (stream, second.usage)

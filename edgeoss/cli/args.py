@@ -1,8 +1,19 @@
-"""Arguments several commands share: the runtime (threads, context, memory) and sampling."""
+"""Arguments several commands share: the model, the runtime (threads, context, memory) and sampling."""
 
 from __future__ import annotations
 
 import argparse
+
+MODEL_HELP = "a model directory, or a name from `edgeoss list` (the models home, EDGEOSS_HOME)"
+
+
+def model_arg(value: str):
+    """argparse type of every MODEL argument: a path, or a name in the models home (resolved here)."""
+    from ..format.models_home import ModelNotFound, resolve_model
+    try:
+        return str(resolve_model(value))
+    except ModelNotFound as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def add_runtime_args(p: argparse.ArgumentParser) -> None:

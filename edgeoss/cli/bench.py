@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from .args import add_kv_cache_arg, add_memory_arg
+from .args import MODEL_HELP, add_kv_cache_arg, add_memory_arg, model_arg
 
 
 def format_report(r: dict) -> str:
@@ -38,7 +38,7 @@ def format_report(r: dict) -> str:
 
 def add_parser(sub) -> None:
     b = sub.add_parser("bench", help="prefill/decode speed, memory and the bandwidth roofline")
-    b.add_argument("model")
+    b.add_argument("model", type=model_arg, help=MODEL_HELP)
     b.add_argument("--prompt", type=int, default=512, help="prompt tokens (default 512)")
     b.add_argument("--gen", type=int, default=128, help="decoded tokens (default 128)")
     b.add_argument("--repeats", type=int, default=3)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import sys
 
-from .args import add_runtime_args, add_sampling_args, sampling
+from .args import MODEL_HELP, add_runtime_args, add_sampling_args, model_arg, sampling
 
 
 def add_parser(sub) -> None:
     ch = sub.add_parser("chat", help="interactive harmony chat")
-    ch.add_argument("model")
+    ch.add_argument("model", type=model_arg, help=MODEL_HELP)
     ch.add_argument("--reasoning", choices=("low", "medium", "high"), default="medium")
     ch.add_argument("--show-reasoning", action="store_true", help="print the analysis channel too")
     ch.add_argument("--instructions", default=None, help="developer instructions (a system prompt)")

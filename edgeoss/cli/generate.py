@@ -5,12 +5,12 @@ from __future__ import annotations
 import sys
 import time
 
-from .args import add_runtime_args, add_sampling_args, sampling
+from .args import MODEL_HELP, add_runtime_args, add_sampling_args, model_arg, sampling
 
 
 def add_parser(sub) -> None:
     g = sub.add_parser("generate", help="raw completion of a prompt, streamed")
-    g.add_argument("model")
+    g.add_argument("model", type=model_arg, help=MODEL_HELP)
     g.add_argument("prompt")
     g.add_argument("--ids", action="store_true", help="the prompt is token ids, output token ids")
     g.add_argument("--ignore-eos", action="store_true", help="do not stop at end-of-sequence tokens")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..format import model_dir as fmt
 from ..memory.workspace import kv_bytes
+from .args import MODEL_HELP, model_arg
 
 
 def _gb(n: int) -> str:
@@ -71,7 +72,7 @@ def describe(path) -> str:
 
 def add_parser(sub) -> None:
     i = sub.add_parser("info", help="describe a converted model and the kernels in use")
-    i.add_argument("model")
+    i.add_argument("model", type=model_arg, help=MODEL_HELP)
     i.set_defaults(func=run)
 
 

@@ -8,12 +8,12 @@ import json
 from ..format import model_dir as fmt
 from ..memory import cache_policy as cp
 from ..memory import planner
-from .args import add_kv_cache_arg, add_memory_arg
+from .args import MODEL_HELP, add_kv_cache_arg, add_memory_arg, model_arg
 
 
 def add_parser(sub) -> None:
     pl = sub.add_parser("plan", help="say, before loading, whether and how a model fits a memory budget")
-    pl.add_argument("model")
+    pl.add_argument("model", type=model_arg, help=MODEL_HELP)
     add_memory_arg(pl)
     pl.add_argument("--context", type=int, default=4096, help="KV-cache size in tokens (default 4096)")
     add_kv_cache_arg(pl)

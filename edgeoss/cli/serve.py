@@ -5,12 +5,12 @@ from __future__ import annotations
 import ipaddress
 import sys
 
-from .args import add_runtime_args
+from .args import MODEL_HELP, add_runtime_args, model_arg
 
 
 def add_parser(sub) -> None:
     s = sub.add_parser("serve", help="OpenAI-compatible HTTP server (chat completions, responses, completions)")
-    s.add_argument("model")
+    s.add_argument("model", type=model_arg, help=MODEL_HELP)
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     s.add_argument("--port", type=int, default=8000)
     s.add_argument("--parallel", type=int, default=1, metavar="N",

@@ -12,12 +12,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import EdgeossError
+from ..format import integrity
 from ..format import model_dir as fmt
 from ..config import GptOssConfig
 from ..format.safetensors import f32_to_bf16_bits
@@ -37,20 +39,28 @@ class ConvertError(EdgeossError):
 
 
 class _Writer:
-    """Positional writes into weights.bin at the offsets the layout assigned."""
+    """Positional writes into weights.bin at the offsets the layout assigned; hashes what it writes
+    (format/integrity.py: every tensor part and every expert is checksummed, no second read)."""
 
-    def __init__(self, path: Path, size: int, progress):
+    def __init__(self, path: Path, size: int, progress, tensors: dict):
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
         os.ftruncate(self.fd, size)
         self.progress = progress
+        self.hasher = integrity.SpanHasher(integrity.spans(tensors))
 
     def write(self, offset: int, arr: np.ndarray) -> None:
         data = memoryview(np.ascontiguousarray(arr).reshape(-1).view(np.uint8))
         done = 0
         while done < len(data):
             done += os.pwrite(self.fd, data[done:], offset + done)
+        self.hasher.feed(offset, data)
         if self.progress is not None:
             self.progress.update(len(data))
+
+    def record_checksums(self, tensors: dict) -> None:
+        """Put every span's checksum into the manifest's tensor entries (after the last write)."""
+        for span, digest in zip(self.hasher.spans, self.hasher.digests()):
+            integrity.record(tensors, span, digest)
 
     def close(self) -> None:
         os.fsync(self.fd)
@@ -179,11 +189,13 @@ def convert(src: str, out: str | os.PathLike, preset: str = "q8", force: bool = 
             digest = bundle_vocab(ck.path, tmp / fmt.VOCAB_FILE)
             vocab = {"file": fmt.VOCAB_FILE, "encoding": "o200k_harmony", "sha256": digest}
         bar = None
-        if progress:
+        tty = sys.stderr.isatty()
+        if progress:   # a bar on a terminal; in a log, one line once the stage is done
             from tqdm import tqdm
             bar = tqdm(total=layout.size, unit="B", unit_scale=True, unit_divisor=1024,
-                       desc=f"convert {preset}", dynamic_ncols=True)
-        w = _Writer(tmp / fmt.WEIGHTS, layout.size, bar)
+                       desc=f"convert {preset}", dynamic_ncols=True, file=sys.stderr, disable=not tty)
+        t_write = time.time()
+        w = _Writer(tmp / fmt.WEIGHTS, layout.size, bar, layout.tensors)
         try:
             sources = _sources(cfg)
             for name, entry in layout.tensors.items():
@@ -193,10 +205,14 @@ def convert(src: str, out: str | os.PathLike, preset: str = "q8", force: bool = 
                     _write_vector(w, entry, ck, sources[name])
                 else:
                     _write_matrix(w, entry, ck, sources[name])
+            w.record_checksums(layout.tensors)
         finally:
             w.close()
             if bar is not None:
                 bar.close()
+        if progress and not tty:
+            print(f"convert {preset}: {layout.size / 1e6:.1f} MB written in {time.time() - t_write:.1f} s",
+                  file=sys.stderr, flush=True)
         manifest = {
             "format": fmt.FORMAT_NAME, "format_version": fmt.FORMAT_VERSION, "preset": preset,
             "alignment": fmt.ALIGN, "weights_file": fmt.WEIGHTS, "weights_bytes": layout.size,

@@ -522,11 +522,13 @@ def _resolve_tokenizer(tokenizer_dir, vocab: int, say: Callable[[str], None]) ->
 
 
 class _Progress:
+    """A bar on a terminal; elsewhere (a log) nothing until make_checkpoint's one closing line."""
+
     def __init__(self, total: int, enabled: bool, stop: threading.Event):
         self.stop = stop
         self.lock = threading.Lock()
         self.bar = None
-        if enabled:
+        if enabled and sys.stderr.isatty():
             from tqdm import tqdm
             self.bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
                             desc="writing", file=sys.stderr, dynamic_ncols=True)

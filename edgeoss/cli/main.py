@@ -6,9 +6,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import bench, chat, convert, demo, generate, info, list_models, plan, pull, rm, serve
+from . import bench, chat, convert, demo, generate, info, list_models, plan, pull, rm, serve, verify
 
-COMMANDS = (pull, list_models, rm, convert, info, generate, chat, serve, bench, plan, demo)  # in the order `edgeoss -h` lists them
+COMMANDS = (pull, list_models, rm, convert, info, verify, generate, chat, serve, bench, plan, demo)  # in the order `edgeoss -h` lists them
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -79,31 +79,52 @@ class SafetensorsFile:
             raw = f.read(n)
         try:
             header = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError):
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            # ValueError: bad JSON, or an integer of more digits than Python converts;
+            # RecursionError: arrays nested deeper than the JSON decoder's recursion allows
             raise SafetensorsError(f"{self.path}: header is not valid JSON; the file is corrupt "
                                    "or not safetensors") from None
         if not isinstance(header, dict):
             raise SafetensorsError(f"{self.path}: header is not a JSON object")
-        self.metadata = header.pop("__metadata__", None) or {}
+        metadata = header.pop("__metadata__", None) or {}
+        if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+            raise SafetensorsError(f"{self.path}: __metadata__ is not a JSON object of strings")
+        self.metadata: dict[str, str] = metadata
         data_start = 8 + n
         self.tensors: dict[str, TensorInfo] = {}
         for name, meta in header.items():
-            try:
-                dtype, shape, (b, e) = meta["dtype"], tuple(int(s) for s in meta["shape"]), meta["data_offsets"]
-            except (KeyError, TypeError, ValueError):
-                raise SafetensorsError(f"{self.path}: malformed header entry for {name!r}") from None
-            if dtype not in DTYPES:
-                raise SafetensorsError(f"{self.path}: tensor {name!r} has unsupported dtype {dtype}")
-            want = int(np.prod(shape, dtype=np.int64)) * DTYPES[dtype].itemsize
-            if e - b != want or b < 0:
-                raise SafetensorsError(f"{self.path}: tensor {name!r} claims {e - b} bytes but "
-                                       f"{dtype}{list(shape)} needs {want}")
-            if data_start + e > size:
-                raise SafetensorsError(
-                    f"{self.path}: tensor {name!r} ends at byte {data_start + e} but the file has "
-                    f"{size} bytes; the file is truncated (re-download it)")
-            self.tensors[name] = TensorInfo(name, dtype, shape, data_start + b, data_start + e)
+            self.tensors[name] = self._entry(name, meta, data_start, size)
+        spans = sorted((t.begin, t.end, t.name) for t in self.tensors.values() if t.end > t.begin)
+        for (_, end, a), (begin, _, b) in zip(spans, spans[1:]):
+            if begin < end:
+                raise SafetensorsError(f"{self.path}: tensors {a!r} and {b!r} overlap; the file is corrupt")
         self._mm: np.memmap | None = None
+
+    def _entry(self, name: str, meta, data_start: int, size: int) -> TensorInfo:
+        """One header entry, checked: a known dtype, a shape of non-negative integers whose bytes
+        are exactly its data_offsets [begin, end], inside the file."""
+        def ints(v, count=None) -> bool:
+            return isinstance(v, list) and (count is None or len(v) == count) and \
+                all(type(x) is int and x >= 0 for x in v)
+
+        if not isinstance(meta, dict) or not isinstance(meta.get("dtype"), str) or \
+                not ints(meta.get("shape")) or not ints(meta.get("data_offsets"), 2):
+            raise SafetensorsError(f"{self.path}: malformed header entry for {name!r} (it needs a dtype name, "
+                                   "a shape of non-negative integers and data_offsets [begin, end])")
+        dtype, shape, (b, e) = meta["dtype"], tuple(meta["shape"]), meta["data_offsets"]
+        if dtype not in DTYPES:
+            raise SafetensorsError(f"{self.path}: tensor {name!r} has unsupported dtype {dtype}")
+        want = DTYPES[dtype].itemsize
+        for dim in shape:  # Python integers: a huge shape cannot wrap around to a small size
+            want *= dim
+        if e - b != want:
+            raise SafetensorsError(f"{self.path}: tensor {name!r} claims {e - b} bytes but "
+                                   f"{dtype}{list(shape)} needs {want}")
+        if data_start + e > size:
+            raise SafetensorsError(
+                f"{self.path}: tensor {name!r} ends at byte {data_start + e} but the file has "
+                f"{size} bytes; the file is truncated (re-download it)")
+        return TensorInfo(name, dtype, shape, data_start + b, data_start + e)
 
     def _map(self) -> np.memmap:
         if self._mm is None:
@@ -128,7 +149,7 @@ class SafetensorsFile:
         rows = t.shape[0] if t.shape else 1
         stop = rows if stop is None else stop
         row_bytes = t.nbytes // max(rows, 1) if t.shape else t.nbytes
-        out = np.empty((stop - start,) + t.shape[1:], dtype=DTYPES[t.dtype])
+        out = np.empty((stop - start,) + t.shape[1:] if t.shape else (), dtype=DTYPES[t.dtype])
         view = memoryview(out.reshape(-1).view(np.uint8))
         want, pos = view.nbytes, t.begin + start * row_bytes
         with open(self.path, "rb", buffering=0) as f:

@@ -7,6 +7,10 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # `import reference` from any test
+# Tests measure the compiled loops: compile them in the test process on first use, rather than
+# start on the NumPy ones while a background process compiles (engine/warmup.py; its own tests
+# choose the mode they test). Servers and CLIs the tests start inherit it.
+os.environ.setdefault("EDGEOSS_JIT", "wait")
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -104,7 +104,9 @@ def run_bench(path, prompt: int = 512, gen: int = 128, threads: int | None = Non
     from ..memory import planner
     from ..kernels import dot
     from .model import load
+    from .warmup import wait_compiled
 
+    wait_compiled()  # the figures are the compiled loops' (a first run compiles them first)
     t_start = time.perf_counter()
     need = depth + prompt + gen
     model = load(path, context=max(context, need), threads=threads, memory=memory, kv_cache=kv_cache)

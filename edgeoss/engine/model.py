@@ -20,6 +20,7 @@ from ..format.fileio import PositionalReader
 from ..kernels import loops
 from ..memory.workspace import DEFAULT_KV, PREFILL_CHUNK, Buffers, kv_dtype, work_arrays
 from .sequence import Sequence, Usage
+from .warmup import current_loops
 
 
 # placeholders for the arrays a matrix of the other kind has (see loops.matmul)
@@ -47,10 +48,10 @@ class Matrix:
         return next(iter(self.arrays.values())).shape[0]
 
     def apply(self, x: np.ndarray, out: np.ndarray, xq: np.ndarray | None = None,
-              xd: np.ndarray | None = None) -> np.ndarray:
+              xd: np.ndarray | None = None, L=loops) -> np.ndarray:
         """out float32 [T, rows] = x float32 [T, cols] @ W^T. Quantized kinds quantize x into
-        the work buffers xq int8 [T, cols] and xd float32 [T, cols / 32]."""
-        loops.matmul(*self.parts, x, _NO_XQ if xq is None else xq, _NO_XD if xd is None else xd, out)
+        the work buffers xq int8 [T, cols] and xd float32 [T, cols / 32]. L: the loops module."""
+        L.matmul(*self.parts, x, _NO_XQ if xq is None else xq, _NO_XD if xd is None else xd, out)
         return out
 
 
@@ -66,8 +67,8 @@ class FileRows:
                       for k, p in t["parts"].items()}
         self.reader = PositionalReader(files.weights_path)
 
-    def rows_f32(self, ids: np.ndarray, out: np.ndarray, buf: "Buffers") -> np.ndarray:
-        """Dequantized rows `ids` into out float32 [len(ids), cols]."""
+    def rows_f32(self, ids: np.ndarray, out: np.ndarray, buf: "Buffers", L=loops) -> np.ndarray:
+        """Dequantized rows `ids` into out float32 [len(ids), cols] (L: the loops module)."""
         n = ids.shape[0]
         got = {}
         for part, (off, row_bytes, dtype, shape) in self.parts.items():
@@ -78,10 +79,10 @@ class FileRows:
         seq = buf.get("rows_ids", (n,), np.int64)
         seq[:] = np.arange(n)
         if self.kind == "bf16":
-            loops.bf16_rows(got["data"], seq, out.view(np.uint32))
+            L.bf16_rows(got["data"], seq, out.view(np.uint32))
         else:
             kind = loops.KIND_Q8 if self.kind == "q8" else loops.KIND_Q4
-            loops.dequant_rows(kind, got["qs"], got["scales"].view(np.uint16), loops.FP16_TO_F32, seq, out)
+            L.dequant_rows(kind, got["qs"], got["scales"].view(np.uint16), loops.FP16_TO_F32, seq, out)
         return out
 
 
@@ -276,39 +277,40 @@ class Model:
         eps = cfg.rms_norm_eps
         B = self._buf
         att_scratch, moe_scratch = self._scratch(T)
+        L = current_loops()  # compiled, or NumPy while a first run compiles them
 
         w = work_arrays(cfg, T, B)
         x, h, hq, hd_, qkv, q, kk, v, attn, aq, ad, o, router_logits, idx, wts = w.values()
         attn_work = (x, h, hq, hd_, qkv, q, kk, v, attn, aq, ad, o)
-        self.embed.rows_f32(ids, x, B)   # x: the residual stream; h: the normed input of a block
+        self.embed.rows_f32(ids, x, B, L)   # x: the residual stream; h: the normed input of a block
         forced = self._forced_rows(spans)  # (experts, weights, which tokens) or None
         use_router = forced is None or not forced[2].all()
         for li, layer in enumerate(self.layers):
             if len(spans) == 1:  # one compiled call for the whole block
                 lc = spans[0][0].cache.layers[li]
-                loops.attention_block(*attn_work, *layer.attention_weights, eps, cos, sin, pos0s[0], lc.k, lc.v,
+                L.attention_block(*attn_work, *layer.attention_weights, eps, cos, sin, pos0s[0], lc.k, lc.v,
                                       lc.ring, lc.window, scale, *att_scratch)
             else:  # the same steps, attention per sequence
-                loops.f32_rmsnorm(x, layer.attn_norm, eps, h)
-                loops.matmul(*layer.qkv.parts, h, hq, hd_, qkv)
+                L.f32_rmsnorm(x, layer.attn_norm, eps, h)
+                L.matmul(*layer.qkv.parts, h, hq, hd_, qkv)
                 for (seq, a, b), pos0 in zip(spans, pos0s):
                     lc = seq.cache.layers[li]
-                    loops.qkv_split_rope(qkv[a:b], layer.qkv_bias, cos, sin, pos0, q[a:b], kk[a:b], v[a:b])
-                    loops.kv_round_like_cache(kk[a:b], v[a:b], lc.k)
-                    loops.attention_sinks(q[a:b], kk[a:b], v[a:b], lc.k, lc.v, pos0, lc.ring, lc.window,
+                    L.qkv_split_rope(qkv[a:b], layer.qkv_bias, cos, sin, pos0, q[a:b], kk[a:b], v[a:b])
+                    L.kv_round_like_cache(kk[a:b], v[a:b], lc.k)
+                    L.attention_sinks(q[a:b], kk[a:b], v[a:b], lc.k, lc.v, pos0, lc.ring, lc.window,
                                           layer.sinks, scale, attn[a:b], *att_scratch)
-                    loops.kv_store(kk[a:b], v[a:b], lc.k, lc.v, pos0, lc.ring)
-                loops.matmul(*layer.o.parts, attn.reshape((T, attn.shape[1] * attn.shape[2])), aq, ad, o)
-                loops.add_bias_residual(o, layer.o_bias, x)
+                    L.kv_store(kk[a:b], v[a:b], lc.k, lc.v, pos0, lc.ring)
+                L.matmul(*layer.o.parts, attn.reshape((T, attn.shape[1] * attn.shape[2])), aq, ad, o)
+                L.add_bias_residual(o, layer.o_bias, x)
             # mixture-of-experts block
-            loops.mlp_norm_route(x, layer.mlp_norm, eps, h, layer.router.arrays["data"], layer.router_bias,
+            L.mlp_norm_route(x, layer.mlp_norm, eps, h, layer.router.arrays["data"], layer.router_bias,
                                  router_logits, use_router, idx, wts)
             if forced is not None:
                 rows = forced[2]
                 idx[rows], wts[rows] = forced[0][:, li], forced[1][:, li]
             routing[:, li] = idx
             if self.expert_cache is None:
-                loops.moe(h, idx, wts, layer.experts, self.all_experts, layer.expert_offsets, H,
+                L.moe(h, idx, wts, layer.experts, self.all_experts, layer.expert_offsets, H,
                           cfg.intermediate_size, self.expert_acts_q8, cfg.swiglu_limit, cfg.swiglu_alpha, x,
                           *moe_scratch)
             else:
@@ -324,9 +326,9 @@ class Model:
             n = len(spans)
             last = x[T - 1:] if n == 1 else np.take(x, [b - 1 for _, _, b in spans], axis=0, out=B.get("last", (n, H)))
         normed = B.get("normed", (n, H))
-        loops.f32_rmsnorm(last, self.norm, eps, normed)
+        L.f32_rmsnorm(last, self.norm, eps, normed)
         out = np.empty((n, cfg.vocab_size), np.float32) if logits == "all" else B.get("logits", (n, cfg.vocab_size))
-        return self.lm_head.apply(normed, out, B.get("nq", (n, H), np.int8), B.get("nd", (n, H // 32)))
+        return self.lm_head.apply(normed, out, B.get("nq", (n, H), np.int8), B.get("nd", (n, H // 32)), L)
 
     def step(self, token: int, sequence: Sequence | None = None) -> np.ndarray:
         """Decode one token after what the sequence holds: its logits [V], a view of a buffer
@@ -421,7 +423,7 @@ class Model:
         logits, kept = self.prefill(ids, seq)
         seq.usage = usage = Usage(prompt_tokens=len(ids), cached_tokens=kept)
         for i in range(max_tokens):
-            tok = int(loops.sample_token(logits, float(temperature), int(top_k), float(top_p), rng.random()))
+            tok = int(current_loops().sample_token(logits, float(temperature), int(top_k), float(top_p), rng.random()))
             usage.completion_tokens += 1
             yield tok
             if tok in stop_ids or i == max_tokens - 1 or seq.length >= self.config.max_position_embeddings:

@@ -13,7 +13,7 @@ from typing import Iterable
 
 import numpy as np
 
-from ..kernels import loops
+from .warmup import current_loops
 from ..memory.workspace import PREFILL_CHUNK
 from .sequence import Sequence, Usage
 
@@ -108,7 +108,8 @@ class Scheduler:
             try:
                 if r.constraint is not None:
                     r.constraint.mask(row)
-                tok = int(loops.sample_token(row, float(r.temperature), int(r.top_k), float(r.top_p), r._rng.random()))
+                tok = int(current_loops().sample_token(row, float(r.temperature), int(r.top_k), float(r.top_p),
+                                                       r._rng.random()))
                 if r.constraint is not None:
                     r.constraint.accept(tok)
             except Exception as e:  # noqa: BLE001 - one request's constraint failing ends that request only

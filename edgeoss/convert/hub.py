@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from pathlib import Path
 
 from ..errors import EdgeossError
@@ -34,6 +35,10 @@ def resolve_checkpoint(src: str, revision: str | None = None, token: str | None 
         from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
     except ImportError as e:  # pragma: no cover - a core dependency
         raise HubError(f"huggingface_hub is needed to download {src}: {e}") from None
+    if not sys.stderr.isatty():  # a log gets a line, not thousands of progress redraws
+        from huggingface_hub.utils import disable_progress_bars
+        disable_progress_bars()
+        print(f"downloading {src} (resumes where an interrupted download stopped)", file=sys.stderr, flush=True)
     try:
         return Path(snapshot_download(src, revision=revision, token=token, allow_patterns=ALLOW_PATTERNS))
     except LocalEntryNotFoundError:

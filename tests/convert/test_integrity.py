@@ -208,7 +208,7 @@ FAULTS = {   # case -> (change to the manifest, text the message must contain)
     "checksums short": (_set(EXP + ("checksums",), []), ".checksums: 0 checksums for 8 experts"),
     "bad preset": (_set(("preset",), "q3"), 'preset: "q3", expected one of'),
     "weights_file escapes": (_set(("weights_file",), "../weights.bin"), "weights_file"),
-    "eos beyond vocab": (_set(("config", "eos_token_ids"), [5000]), "config.eos_token_ids[0]"),
+    "eos negative": (_set(("config", "eos_token_ids"), [-1]), "config.eos_token_ids[0]"),
     "nan theta": (_set(("config", "rope_theta"), float("nan")), "config.rope_theta"),
     "window beyond context": (_set(("config", "sliding_window"), 1 << 70), "config.sliding_window: 1180591620717411303424 is more than"),
     "unknown tensor": (_set(("tensors", "extra"), {}), 'tensors["extra"]: is not a tensor of this format'),

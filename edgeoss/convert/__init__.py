@@ -9,10 +9,14 @@ place: an interrupted or failed conversion never leaves anything at OUT that wou
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import shutil
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -158,6 +162,30 @@ def _verify(out: Path, ck: HFCheckpoint) -> None:
     del model
 
 
+DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+@contextlib.contextmanager
+def _terminate_unwinds():
+    """SIGTERM (kill, a service manager, a container stopping) raises SystemExit(143) while
+    converting, like Ctrl-C raises KeyboardInterrupt, so the temporary directory is removed
+    rather than left behind by the default action. Main thread only (where Python runs signal
+    handlers); elsewhere nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminated(signum, frame):
+        print("edgeoss: convert terminated (SIGTERM); nothing was written at OUT", file=sys.stderr, flush=True)
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def convert(src: str, out: str | os.PathLike, preset: str = "q8", force: bool = False,
             no_tokenizer: bool = False, revision: str | None = None, token: str | None = None,
             progress: bool = True) -> Path:
@@ -181,7 +209,15 @@ def convert(src: str, out: str | os.PathLike, preset: str = "q8", force: bool = 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    with _terminate_unwinds():
+        tmp.mkdir()
+        return _convert_into(tmp, out, src, ck, cfg, layout, preset, no_tokenizer, revision, progress)
+
+
+def _convert_into(tmp: Path, out: Path, src, ck: HFCheckpoint, cfg: GptOssConfig, layout, preset: str,
+                  no_tokenizer: bool, revision, progress: bool) -> Path:
+    """Write the model into `tmp`, verify it, rename it to `out`; on any failure or interruption
+    remove `tmp` (nothing at `out` changes) and re-raise: a full disk as a ConvertError."""
     t0 = time.time()
     try:
         vocab = None
@@ -230,8 +266,12 @@ def convert(src: str, out: str | os.PathLike, preset: str = "q8", force: bool = 
             shutil.rmtree(old, ignore_errors=True)
         else:
             tmp.rename(out)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError) and e.errno in DISK_FULL:
+            raise ConvertError(f"cannot write {out}: {e.strerror} (the model needs {layout.size / 1e9:.2f} GB in "
+                               f"{out.parent}); free some space or choose another OUT. Nothing was written "
+                               "there.") from None
         raise
     if progress:
         print(f"wrote {out} ({layout.size / 1e9:.2f} GB, preset {preset}) in {time.time() - t0:.1f} s")

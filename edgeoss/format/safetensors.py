@@ -152,16 +152,21 @@ class SafetensorsFile:
         out = np.empty((stop - start,) + t.shape[1:] if t.shape else (), dtype=DTYPES[t.dtype])
         view = memoryview(out.reshape(-1).view(np.uint8))
         want, pos = view.nbytes, t.begin + start * row_bytes
-        with open(self.path, "rb", buffering=0) as f:
-            got = 0
-            while got < want:
-                n = os.preadv(f.fileno(), [view[got:]], pos + got) if hasattr(os, "preadv") else None
-                if n is None:
-                    f.seek(pos + got)
-                    n = f.readinto(view[got:])
-                if not n:
-                    raise SafetensorsError(f"{self.path}: unexpected end of file reading {name!r}")
-                got += n
+        try:
+            with open(self.path, "rb", buffering=0) as f:
+                got = 0
+                while got < want:
+                    n = os.preadv(f.fileno(), [view[got:]], pos + got) if hasattr(os, "preadv") else None
+                    if n is None:
+                        f.seek(pos + got)
+                        n = f.readinto(view[got:])
+                    if not n:
+                        raise SafetensorsError(f"{self.path}: unexpected end of file reading {name!r}; the file "
+                                               "was truncated after it was opened")
+                    got += n
+        except OSError as e:  # the file vanished, or the disk failed, after the header was read
+            raise SafetensorsError(f"{self.path}: cannot read {name!r} ({e.strerror or e}); the file was removed "
+                                   "or changed while being read") from None
         return out
 
 

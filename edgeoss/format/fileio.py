@@ -74,14 +74,18 @@ class PositionalReader:
         """Fill `view` with the file's bytes from `offset`; OSError if the file ends first."""
         done, n = 0, len(view)
         while done < n:
-            if self.fd >= 0:
-                got = os.preadv(self.fd, [view[done:]], offset + done)
-            else:
-                f = getattr(self._local, "file", None)
-                if f is None:
-                    f = self._local.file = open(self.path, "rb", buffering=0)
-                f.seek(offset + done)
-                got = f.readinto(view[done:])
+            try:
+                if self.fd >= 0:
+                    got = os.preadv(self.fd, [view[done:]], offset + done)
+                else:
+                    f = getattr(self._local, "file", None)
+                    if f is None:
+                        f = self._local.file = open(self.path, "rb", buffering=0)
+                    f.seek(offset + done)
+                    got = f.readinto(view[done:])
+            except OSError as e:  # EIO and the like: say which file and where, not just "[Errno 5]"
+                raise OSError(e.errno, f"{self.path}: reading {n - done} bytes at byte {offset + done} failed "
+                                       f"({e.strerror or e}): the disk or the model file is failing") from None
             if not got:
                 raise OSError(f"{self.path} ended at byte {offset + done}, inside a tensor: "
                               "the model file is truncated or damaged; re-convert it")

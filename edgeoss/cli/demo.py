@@ -10,6 +10,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import psutil
+
 from .args import add_memory_arg
 
 
@@ -35,10 +37,14 @@ def run_demo(directory: Path | None = None, threads: int | None = None, memory=N
     enc = model.tokenizer
     prompt = enc.encode("The capital of France is") if enc else [1, 2, 3, 4, 5]
     t0 = time.perf_counter()
-    out = list(model.generate(prompt, max_tokens=24, temperature=0.0, stop=[]))
+    out, first = [], None
+    for tok in model.generate(prompt, max_tokens=24, temperature=0.0, stop=[]):
+        out.append(tok)
+        if first is None:  # wall time since the command started: what a first run waits
+            first = time.time() - psutil.Process().create_time()
     dt = time.perf_counter() - t0
     print("generate:", repr(enc.decode(out)) if enc else out)
-    print(f"  ({len(out)} tokens in {dt:.2f} s)")
+    print(f"  ({len(out)} tokens in {dt:.2f} s; the first {first:.1f} s after the command started)")
     if enc is not None:
         chat = Chat(model, reasoning="low")
         print("chat: harmony prompt of", len(chat.prompt_tokens()), "tokens; the reply by channel:")

@@ -113,8 +113,9 @@ class Chat:
                 parser.process(tok)
                 if parser.last_content_delta:
                     yield Delta(parser.current_channel, parser.last_content_delta, parser.current_recipient)
-        except oh.HarmonyError as e:
-            # a model that breaks the format (random weights do) ends its turn here
+        except (oh.HarmonyError, OverflowError) as e:
+            # a model that breaks the format (random weights do) ends its turn here; OverflowError:
+            # an id the parser cannot take at all (it reads u32 ids)
             yield Delta(None, f"\n[the model's output left the harmony format: {e}]\n")
         finally:
             try:

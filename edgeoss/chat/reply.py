@@ -61,13 +61,17 @@ class ReplyParser:
         return [Piece(kind, text)]
 
     def _raw_text(self, final: bool = False) -> list[Piece]:
-        text = self.encoding.decode([t for t in self._raw if t < SPECIAL_FROM], errors="replace")
+        text = self.encoding.decode([t for t in self._raw if 0 <= t < SPECIAL_FROM], errors="replace")
         if not final:  # a character split across tokens: wait for the rest
             text = text.rstrip("\ufffd")
         new, self._raw_sent = text[self._raw_sent:], max(self._raw_sent, len(text))
         return self._add("content", new)
 
     def push(self, token: int) -> list[Piece]:
+        if self._raw is None and not 0 <= token < SPECIAL_FROM + (1 << 16):
+            # not an id of this vocabulary at all (the harmony parser takes u32 ids and raises
+            # OverflowError past them): the output left the format, as for any unknown token
+            self._raw = self._unshown
         if self._raw is not None:
             self._raw.append(token)
             return self._raw_text()
@@ -102,7 +106,7 @@ class ReplyParser:
     def finish(self) -> list[Piece]:
         """The end of the reply: whatever was held back. Tokens that never formed a message (a
         header that never ended: random weights) are content, as plain text."""
-        if self._raw is None and self._unshown and all(t < SPECIAL_FROM for t in self._unshown) \
+        if self._raw is None and self._unshown and all(0 <= t < SPECIAL_FROM for t in self._unshown) \
                 and not self.parser.current_content:
             self._raw = self._unshown
         if self._raw is not None:

@@ -73,7 +73,7 @@ class ServerState:
             data.append(chunk)
         try:
             return json.loads(b"".join(data))
-        except (ValueError, UnicodeDecodeError) as e:
+        except (ValueError, UnicodeDecodeError, RecursionError) as e:  # RecursionError: nested too deep
             raise bad_request(f"the request body is not valid JSON: {e}", code="invalid_json") from None
 
     def _too_large(self) -> APIError:

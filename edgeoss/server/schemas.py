@@ -165,10 +165,33 @@ class CompletionRequest(SamplingFields):
     best_of: Optional[int] = None
 
 
+def _check_strings(data: Any) -> None:
+    """A 400 for a string (or key) holding a lone surrogate: JSON's \\ud800 escapes decode to
+    one, and the harmony renderer refuses it later with a ValueError (a 500)."""
+    stack = [(data, "")]
+    while stack:
+        v, path = stack.pop()
+        items = v.items() if isinstance(v, dict) else enumerate(v) if isinstance(v, list) else ()
+        for k, x in items:
+            k_shown = str(k).encode("utf-8", "backslashreplace").decode()   # the answer must encode too
+            where = f"{path}.{k_shown}" if path else k_shown
+            for text in ((k, x) if isinstance(k, str) else (x,)):
+                if isinstance(text, str):
+                    try:
+                        text.encode("utf-8")
+                    except UnicodeEncodeError:
+                        raise bad_request(f"Invalid value for '{where}': the string holds a lone surrogate "
+                                          "(an unpaired \\ud800-\\udfff escape), which is not Unicode text",
+                                          param=where, code="invalid_value") from None
+            if isinstance(x, (dict, list)):
+                stack.append((x, where))
+
+
 def parse(model_cls, data: Any):
     """`data` as `model_cls`, or a 400 naming the first field that is wrong."""
     if not isinstance(data, dict):
         raise bad_request("the request body must be a JSON object")
+    _check_strings(data)
     try:
         return model_cls.model_validate(data)
     except ValidationError as e:

@@ -446,8 +446,10 @@ class ModelFiles:
             raise FormatError(f"{self.path} is not an edgeoss model: it has no {MANIFEST}{hint}")
         try:
             self.manifest = json.loads(mpath.read_text())
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise FormatError(f"{mpath} is not valid JSON ({e}); re-convert the model") from None
+        except (UnicodeDecodeError, ValueError, RecursionError) as e:
+            # ValueError: bad JSON or a number of more digits than Python converts; RecursionError:
+            # nesting deeper than the JSON decoder's recursion allows
+            raise FormatError(f"{mpath} is not valid JSON ({str(e)[:200]}); re-convert the model") from None
         m = self.manifest
         self.config = validate_manifest(m, self.path)  # FormatError naming the field, before any weight is touched
         wpath = self.path / m.get("weights_file", WEIGHTS)

@@ -9,6 +9,11 @@ The cdef is read from csrc/edgeoss.h (the text between ``EO_CDEF_BEGIN`` and
 No -march flag: every SIMD level is compiled with per-function target
 attributes and chosen at run time, so the build runs on any CPU of its
 architecture.
+
+EDGEOSS_SANITIZE=1 builds the extension with AddressSanitizer and UndefinedBehaviorSanitizer
+(``-fsanitize=address,undefined``, -O1, frame pointers, debug info; a UB report aborts) into
+build/sanitize/edgeoss/ instead of next to the package, so it never replaces the normal build;
+tools/run_sanitizers.sh runs the kernel and model tests against it.
 """
 
 from __future__ import annotations
@@ -49,9 +54,19 @@ def _cwd_is_root() -> bool:
         return False
 
 
+SANITIZE_FLAGS = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined", "-fno-omit-frame-pointer", "-g"]
+
+
+def sanitize() -> bool:
+    """EDGEOSS_SANITIZE=1: the ASan+UBSan build (development only, never what pip installs)."""
+    return os.environ.get("EDGEOSS_SANITIZE", "").strip() not in ("", "0")
+
+
 def _compile_args() -> list[str]:
     if sys.platform == "win32" and "GCC" not in sys.version:
         return ["/O2"]
+    if sanitize():
+        return ["-O1", "-fno-math-errno", "-fno-strict-aliasing", "-Wall"] + SANITIZE_FLAGS
     # -fno-math-errno lets rintf/fabsf inline; no -ffast-math: the kernels
     # rely on IEEE semantics (NaN tests, exact rounding).
     return ["-O3", "-fno-math-errno", "-fno-strict-aliasing", "-Wall"]
@@ -72,6 +87,7 @@ def make_ffibuilder(relative: bool) -> FFI:
         sources=sorted(path(p) for p in glob.glob(os.path.join(CSRC, "*.c"))),
         include_dirs=[path(CSRC)],
         extra_compile_args=_compile_args(),
+        extra_link_args=SANITIZE_FLAGS if sanitize() else [],
         depends=sorted(path(p) for p in glob.glob(os.path.join(CSRC, "*.h"))),
     )
     return ffi
@@ -86,11 +102,13 @@ if __name__ == "__main__":
     import shutil
 
     os.chdir(ROOT)
-    tmp = os.path.join("build", "cffi")
+    tmp = os.path.join("build", "cffi-sanitize" if sanitize() else "cffi")
     built = make_ffibuilder(relative=False).compile(tmpdir=tmp, verbose="-v" in sys.argv)
-    dest = os.path.join(ROOT, "edgeoss", os.path.basename(built))
-    for old in glob.glob(os.path.join(ROOT, "edgeoss", "_ckernels*.so")) + glob.glob(
-            os.path.join(ROOT, "edgeoss", "_ckernels*.pyd")):
+    # the sanitized build goes to a place of its own: build/sanitize/edgeoss/_ckernels*.so
+    pkg = os.path.join(ROOT, "build", "sanitize", "edgeoss") if sanitize() else os.path.join(ROOT, "edgeoss")
+    os.makedirs(pkg, exist_ok=True)
+    dest = os.path.join(pkg, os.path.basename(built))
+    for old in glob.glob(os.path.join(pkg, "_ckernels*.so")) + glob.glob(os.path.join(pkg, "_ckernels*.pyd")):
         os.remove(old)  # one copy only: Python would prefer one name over another
     shutil.copy2(built, dest)
     print(dest)

@@ -114,6 +114,8 @@ def run(name: str, target: Callable[[bytes], None], allowed: tuple, seeds: Itera
             print(f"  crash {key}: {msg}\n    input: {path}", flush=True)
         if hangs:
             print(f"  hangs saved in {out}", flush=True)
+        if not args.out and not any(out.iterdir()):
+            out.rmdir()   # nothing found: no empty temporary folder left behind
         return 1 if crashes or hangs else 0
 
     if args.replay is not None:

@@ -114,37 +114,46 @@ def chat_messages(req: ChatCompletionRequest) -> list[oh.Message]:
     return head + drop_stale_reasoning(turns)
 
 
-def chat_constraint(req: ChatCompletionRequest, max_tokens: int) -> str | None:
-    """The lark grammar the reply must follow, or None when nothing is enforced."""
-    tools = req.tools or []
-    choice = req.tool_choice or "auto"
-    fmt = req.response_format.type if req.response_format else "text"
-    if isinstance(choice, str) and choice == "required" and not tools:
+def reply_constraint(tools: list, choice: str, named: str | None, fmt: str, schema, effort: str,
+                     max_tokens: int, schema_param: str) -> str | None:
+    """The lark grammar a reply must follow, or None when nothing is enforced; shared by both
+    APIs. tools: (name, JSON schema of its arguments, strict); choice: auto, none or required,
+    or `named`, a function that must be called; fmt: text, json_object or json_schema (schema,
+    whose absence is an error about `schema_param`)."""
+    if named is not None:
+        chosen = [t for t in tools if t[0] == named]
+        if not chosen:
+            raise bad_request(f"tool_choice names function '{named}', which is not in tools", param="tool_choice")
+        calls = "required"
+    elif choice == "required" and not tools:
         raise bad_request("tool_choice 'required' needs at least one tool", param="tool_choice")
-    if not isinstance(choice, str):
-        named = [t for t in tools if t.function.name == choice.function.name]
-        if not named:
-            raise bad_request(f"tool_choice names function '{choice.function.name}', which is not in tools",
-                              param="tool_choice")
-        tools, calls = named, "required"
     else:
-        calls = choice if tools else "none"
-    strict_tools = any(t.function.strict for t in tools)
-    if fmt == "text" and calls in ("none",) and not req.tools:
+        chosen, calls = tools, choice if tools else "none"
+    strict = any(t[2] for t in chosen)
+    # free text unless something is enforced: a format, a required call, a strict tool, or no tools allowed
+    if fmt == "text" and (calls == "auto" and not strict or calls == "none" and not tools):
         return None
-    if fmt == "text" and calls == "auto" and not strict_tools:
-        return None
-    final_schema = None
     if fmt == "json_schema":
-        if req.response_format.json_schema is None or req.response_format.json_schema.schema_ is None:
-            raise bad_request("response_format json_schema needs json_schema.schema", param="response_format.json_schema")
-        final_schema = req.response_format.json_schema.schema_
-        json.dumps(final_schema)
-    final = {"text": "text", "json_object": "json", "json_schema": "schema"}[fmt]
-    specs = [ToolSpec(t.function.name, t.function.parameters) for t in tools]
-    effort = req.reasoning_effort or (req.reasoning.effort if req.reasoning else None) or "medium"
-    return reply_grammar(final=final, final_schema=final_schema, tools=specs, calls=calls,
-                         analysis_tokens=reasoning_budget(effort, max_tokens))
+        if schema is None:
+            raise bad_request(f"response format json_schema needs {schema_param}", param=schema_param)
+        json.dumps(schema)
+    return reply_grammar(final={"text": "text", "json_object": "json", "json_schema": "schema"}[fmt],
+                         final_schema=schema if fmt == "json_schema" else None,
+                         tools=[ToolSpec(name, params) for name, params, _ in chosen], calls=calls,
+                         analysis_tokens=reasoning_budget(effort or "medium", max_tokens))
+
+
+def chat_constraint(req: ChatCompletionRequest, max_tokens: int) -> str | None:
+    """The grammar of a chat completion's reply (reply_constraint), or None."""
+    choice = req.tool_choice or "auto"
+    rf = req.response_format
+    return reply_constraint(
+        [(t.function.name, t.function.parameters, bool(t.function.strict)) for t in req.tools or []],
+        choice if isinstance(choice, str) else "required",
+        None if isinstance(choice, str) else choice.function.name,
+        rf.type if rf else "text", rf.json_schema.schema_ if rf and rf.json_schema else None,
+        req.reasoning_effort or (req.reasoning.effort if req.reasoning else None), max_tokens,
+        "response_format.json_schema.schema")
 
 
 def reasoning_budget(effort: str, max_tokens: int) -> int:

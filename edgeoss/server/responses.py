@@ -23,10 +23,9 @@ from sse_starlette import EventSourceResponse
 from starlette.requests import Request as HTTPRequest
 from starlette.responses import JSONResponse
 
-from ..chat.grammar import ToolSpec, reply_grammar
 from ..chat.reply import ReplyParser
 from . import generation as gen
-from .messages import (developer_message, drop_stale_reasoning, reasoning_budget, system_message, tool_call_message,
+from .messages import (developer_message, drop_stale_reasoning, reply_constraint, system_message, tool_call_message,
                        tool_result_message)
 from .schemas import APIError, Lenient, Reasoning, Strict, bad_request, parse
 from .worker import Finished
@@ -201,30 +200,14 @@ def harmony_turns(items: list[dict]) -> tuple[list[str], list[oh.Message]]:
 
 
 def _grammar(req: ResponsesRequest, max_tokens: int) -> str | None:
-    tools = req.tools or []
+    """The grammar of a response's reply (messages.reply_constraint), or None."""
     choice = req.tool_choice or "auto"
-    fmt = req.text.format.type if req.text and req.text.format else "text"
-    if not isinstance(choice, str):
-        tools = [t for t in tools if t.name == choice.name]
-        if not tools:
-            raise bad_request(f"tool_choice names function '{choice.name}', which is not in tools", param="tool_choice")
-        calls = "required"
-    elif choice == "required" and not tools:
-        raise bad_request("tool_choice 'required' needs at least one tool", param="tool_choice")
-    else:
-        calls = choice if tools else "none"
-    strict = any(t.strict for t in tools)
-    if fmt == "text" and (calls == "auto" and not strict or calls == "none" and not req.tools):
-        return None
-    schema = None
-    if fmt == "json_schema":
-        schema = req.text.format.schema_
-        if schema is None:
-            raise bad_request("text.format json_schema needs a schema", param="text.format.schema")
-    return reply_grammar(final={"text": "text", "json_object": "json", "json_schema": "schema"}[fmt],
-                         final_schema=schema, tools=[ToolSpec(t.name, t.parameters) for t in tools], calls=calls,
-                         analysis_tokens=reasoning_budget((req.reasoning.effort if req.reasoning else None) or "medium",
-                                                          max_tokens))
+    fmt = req.text.format if req.text and req.text.format else None
+    return reply_constraint([(t.name, t.parameters, bool(t.strict)) for t in req.tools or []],
+                            choice if isinstance(choice, str) else "required",
+                            None if isinstance(choice, str) else choice.name,
+                            fmt.type if fmt else "text", fmt.schema_ if fmt else None,
+                            req.reasoning.effort if req.reasoning else None, max_tokens, "text.format.schema")
 
 
 def _reject_unsupported(req: ResponsesRequest) -> None:

@@ -25,8 +25,9 @@ def add_runtime_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_kv_cache_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--kv-cache", choices=("f16", "f32"), default="f16",
-                   help="how the KV cache keeps keys and values: float16 (default, half the memory) or float32")
+    p.add_argument("--kv-cache", choices=("f16", "f32", "q8"), default="f16",
+                   help="how the KV cache keeps keys and values: float16 (default, half of float32's memory), "
+                        "float32, or q8 (8-bit blocks, 0.56x float16)")
 
 
 def add_memory_arg(p: argparse.ArgumentParser) -> None:

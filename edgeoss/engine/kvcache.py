@@ -5,22 +5,22 @@ from __future__ import annotations
 import numpy as np
 
 from ..config import GptOssConfig
-from ..memory.workspace import DEFAULT_KV, SLIDING_ROLLBACK, kv_dtype
+from ..memory.workspace import DEFAULT_KV, SLIDING_ROLLBACK, kv_dtype, kv_row_width
 
 
 class LayerCache:
-    """k, v: [kv_heads, capacity, head_dim], float32 or float16 bits (uint16; see
-    memory.workspace.KV_DTYPES): each head's positions contiguous, so
+    """k, v: [kv_heads, capacity, row], float32 or float16 bits (uint16) with row = head_dim,
+    or q8 rows (int8, see memory.workspace.KV_DTYPES): each head's positions contiguous, so
     attention streams them in order. A sliding layer's ring holds the last window +
     SLIDING_ROLLBACK positions (position p lives at p % capacity; attention reads only the
     window); a full layer's buffer holds every position and grows by doubling up to the
     context limit."""
 
-    def __init__(self, cfg: GptOssConfig, sliding: bool, capacity: int, dtype=np.uint16):
+    def __init__(self, cfg: GptOssConfig, sliding: bool, capacity: int, kv: str = DEFAULT_KV):
         self.ring = sliding
         self.window = cfg.sliding_window if sliding else 0
         cap = cfg.sliding_window + SLIDING_ROLLBACK if sliding else capacity
-        self.k = np.zeros((cfg.num_key_value_heads, cap, cfg.head_dim), dtype)
+        self.k = np.zeros((cfg.num_key_value_heads, cap, kv_row_width(kv, cfg.head_dim)), kv_dtype(kv))
         self.v = np.zeros_like(self.k)
 
     def reserve(self, n_positions: int) -> None:
@@ -50,7 +50,7 @@ class KVCache:
         self.kv = kv
         self.max_positions = cfg.max_position_embeddings
         self.limit = limit  # positions a memory plan made room for (None: grow up to the model's limit)
-        self.layers = [LayerCache(cfg, cfg.is_sliding(i), capacity, kv_dtype(kv)) for i in range(cfg.num_hidden_layers)]
+        self.layers = [LayerCache(cfg, cfg.is_sliding(i), capacity, kv) for i in range(cfg.num_hidden_layers)]
         self.tokens: list[int] = []
 
     @property

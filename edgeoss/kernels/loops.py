@@ -352,6 +352,7 @@ def attention_sinks(q, k_new, v_new, k_cache, v_cache, pos0, ring, window, sinks
     group = nh // nkv
     cap = k_cache.shape[1]
     half = k_cache.itemsize == 2  # a float16 cache
+    q8 = k_cache.itemsize == 1    # a q8 cache (rows of int8 blocks and their scales)
     isz = k_cache.itemsize
     ntiles = (T + ATT_BQ - 1) // ATT_BQ
     kv_stride = nkv * hd
@@ -390,6 +391,10 @@ def attention_sinks(q, k_new, v_new, k_cache, v_cache, pos0, ring, window, sinks
                 kp = k_new.ctypes.data + ((j - pos0) * nkv + g) * hd * 4
                 vp = v_new.ctypes.data + ((j - pos0) * nkv + g) * hd * 4
                 stride = kv_stride
+            elif q8 and j + n <= pos0 and c + n <= cap:
+                _q8_rows_to_f32(k_cache, g, c, n, kb[item])
+                _q8_rows_to_f32(v_cache, g, c, n, vb[item])
+                kp, vp, stride = kb[item].ctypes.data, vb[item].ctypes.data, hd
             elif j + n <= pos0 and c + n <= cap:
                 kp = k_cache.ctypes.data + (g * cap + c) * hd * isz
                 vp = v_cache.ctypes.data + (g * cap + c) * hd * isz
@@ -408,7 +413,10 @@ def attention_sinks(q, k_new, v_new, k_cache, v_cache, pos0, ring, window, sinks
                             V[jj, i] = v_new[pj - pos0, g, i]
                     else:
                         cj = pj % cap if ring else pj
-                        if half:
+                        if q8:
+                            _q8_rows_to_f32(k_cache, g, cj, 1, K[jj:jj + 1])
+                            _q8_rows_to_f32(v_cache, g, cj, 1, V[jj:jj + 1])
+                        elif half:
                             eo_f16_to_f32(k_cache.ctypes.data + (g * cap + cj) * hd * isz, K[jj].ctypes.data, hd)
                             eo_f16_to_f32(v_cache.ctypes.data + (g * cap + cj) * hd * isz, V[jj].ctypes.data, hd)
                         else:
@@ -438,15 +446,19 @@ def attention_sinks(q, k_new, v_new, k_cache, v_cache, pos0, ring, window, sinks
 
 @njit(cache=True, nogil=True)
 def kv_store(k_new, v_new, k_cache, v_cache, pos0, ring):
-    """Append positions pos0.. ([T, nkv, hd]) to the cache ([nkv, cap, hd], float32 or float16
-    bits; a ring keeps only its last `cap` positions)."""
+    """Append positions pos0.. ([T, nkv, hd]) to the cache ([nkv, cap, row]: float32 or float16
+    bits, or q8 rows; a ring keeps only its last `cap` positions)."""
     T, nkv, hd = k_new.shape
     cap = k_cache.shape[1]
     first = max(0, T - cap) if ring else 0
     half = k_cache.itemsize == 2
     for t in range(first, T):
         c = (pos0 + t) % cap if ring else pos0 + t
-        if half:
+        if k_cache.itemsize == 1:  # q8: a row's int8 values, then its float32 block scales
+            for g in range(nkv):
+                eo_q8_quantize(k_new[t, g].ctypes.data, hd, k_cache[g, c].ctypes.data, k_cache[g, c].ctypes.data + hd)
+                eo_q8_quantize(v_new[t, g].ctypes.data, hd, v_cache[g, c].ctypes.data, v_cache[g, c].ctypes.data + hd)
+        elif half:
             for g in range(nkv):
                 eo_f32_to_f16(k_new[t, g].ctypes.data, k_cache[g, c].ctypes.data, hd)
                 eo_f32_to_f16(v_new[t, g].ctypes.data, v_cache[g, c].ctypes.data, hd)
@@ -457,12 +469,32 @@ def kv_store(k_new, v_new, k_cache, v_cache, pos0, ring):
 
 @njit(cache=True, nogil=True)
 def kv_round_like_cache(k_new, v_new, k_cache):
-    """Round new keys and values [T, nkv, hd] to what a float16 cache will hold, before
+    """Round new keys and values [T, nkv, hd] to what a float16 or q8 cache will hold, before
     attention uses them, so a key weighs the same whether it is read from this chunk or
     from the cache later (chunked and token-by-token runs stay equal)."""
     if k_cache.itemsize == 2:
         eo_f16_round(k_new.ctypes.data, k_new.size)
         eo_f16_round(v_new.ctypes.data, v_new.size)
+    elif k_cache.itemsize == 1:
+        T, nkv, hd = k_new.shape
+        row = np.empty((1, 1, k_cache.shape[2]), np.int8)
+        for x in (k_new, v_new):
+            for t in range(T):
+                for g in range(nkv):
+                    eo_q8_quantize(x[t, g].ctypes.data, hd, row.ctypes.data, row.ctypes.data + hd)
+                    _q8_rows_to_f32(row, 0, 0, 1, x[t, g:g + 1])
+
+
+@njit(cache=True, nogil=True)
+def _q8_rows_to_f32(cache, g, c, n, out):
+    """out[i] = row c + i of head g of a q8 cache ([nkv, cap, hd + 4 hd/32] int8), as float32."""
+    hd = out.shape[1]
+    for i in range(n):
+        r = cache[g, c + i]
+        d = r[hd:].view(np.float32)
+        for b in range(hd // 32):
+            for j in range(b * 32, b * 32 + 32):
+                out[i, j] = np.float32(r[j]) * d[b]
 
 
 # -- mixture of experts -------------------------------------------------------------------

@@ -89,14 +89,31 @@ def qkv_split_rope(qkv, bias, cos, sin, pos0, q, k, v):
     v[:] = heads[:, nh + nkv:]
 
 
+def _q8_to_f32(rows, hd):
+    """q8 cache rows [..., hd + 4 hd/32] int8 -> float32 [..., hd]."""
+    d = np.ascontiguousarray(rows[..., hd:]).view(np.float32)
+    q = rows[..., :hd].astype(np.float32).reshape(rows.shape[:-1] + (hd // 32, 32))
+    return (q * d[..., None]).reshape(rows.shape[:-1] + (hd,))
+
+
+def _f32_to_q8(x):
+    """float32 [..., hd] -> q8 rows [..., hd + 4 hd/32] int8 (the C quantizer's rounding)."""
+    q, d = _K.q8_quantize(np.ascontiguousarray(x, np.float32))
+    return np.concatenate([q, d.view(np.int8).reshape(d.shape[:-1] + (-1,))], axis=-1)
+
+
 def kv_round_like_cache(k_new, v_new, k_cache):
     if k_cache.itemsize == 2:
         k_new[:] = k_new.astype(np.float16).astype(np.float32)
         v_new[:] = v_new.astype(np.float16).astype(np.float32)
+    elif k_cache.itemsize == 1:
+        hd = k_new.shape[2]
+        k_new[:] = _q8_to_f32(_f32_to_q8(k_new), hd)
+        v_new[:] = _q8_to_f32(_f32_to_q8(v_new), hd)
 
 
 def kv_store(k_new, v_new, k_cache, v_cache, pos0, ring):
-    """Append positions pos0.. to the cache [nkv, cap, hd] (float32, or float16 bits)."""
+    """Append positions pos0.. to the cache [nkv, cap, row] (float32, float16 bits or q8 rows)."""
     T = k_new.shape[0]
     cap = k_cache.shape[1]
     first = max(0, T - cap) if ring else 0
@@ -104,12 +121,17 @@ def kv_store(k_new, v_new, k_cache, v_cache, pos0, ring):
     slots = pos % cap if ring else pos
     for new, cache in ((k_new, k_cache), (v_new, v_cache)):
         vals = new[first:].transpose(1, 0, 2)
-        cache[:, slots] = vals.astype(np.float16).view(np.uint16) if cache.itemsize == 2 else vals
+        if cache.itemsize == 1:
+            cache[:, slots] = _f32_to_q8(vals)
+        else:
+            cache[:, slots] = vals.astype(np.float16).view(np.uint16) if cache.itemsize == 2 else vals
 
 
-def _cached_keys(cache, positions, ring):
+def _cached_keys(cache, positions, ring, hd):
     cap = cache.shape[1]
     got = cache[:, positions % cap if ring else positions]
+    if cache.itemsize == 1:
+        return _q8_to_f32(got, hd)
     return got.view(np.float16).astype(np.float32) if cache.itemsize == 2 else got.astype(np.float32)
 
 
@@ -123,8 +145,8 @@ def attention_sinks(q, k_new, v_new, k_cache, v_cache, pos0, ring, window, sinks
     group = nh // nkv
     first = 0 if window == 0 else max(0, pos0 - window + 1)   # the earliest key any query sees
     old = np.arange(first, pos0)
-    keys = np.concatenate([_cached_keys(k_cache, old, ring), k_new.transpose(1, 0, 2)], axis=1)  # [nkv, L, hd]
-    vals = np.concatenate([_cached_keys(v_cache, old, ring), v_new.transpose(1, 0, 2)], axis=1)
+    keys = np.concatenate([_cached_keys(k_cache, old, ring, hd), k_new.transpose(1, 0, 2)], axis=1)  # [nkv, L, hd]
+    vals = np.concatenate([_cached_keys(v_cache, old, ring, hd), v_new.transpose(1, 0, 2)], axis=1)
     L = keys.shape[1]
     key_pos = first + np.arange(L)
     sink = sinks.astype(np.float32).reshape(nkv, group, 1)

@@ -17,9 +17,16 @@ SLIDING_ROLLBACK = 256
 # it steps back to. The latest few cover a turn and the tool calls inside it.
 SEQUENCE_CHECKPOINTS = 4
 # How the KV cache stores keys and values: float16 bits by default (half of float32's bytes,
-# which attention reads at every position; logits move ~1e-5), float32 exactly.
-KV_DTYPES = {"f16": np.uint16, "f32": np.float32}
+# which attention reads at every position; logits move ~1e-5), float32 exactly, or "q8": each
+# head's row of a position as 8-bit blocks of 32 values, its int8 values followed by one float32
+# scale per block (hd + 4 hd / 32 bytes: 72 for gpt-oss's 64, 0.56x float16).
+KV_DTYPES = {"f16": np.uint16, "f32": np.float32, "q8": np.int8}
 DEFAULT_KV = "f16"
+
+
+def kv_row_width(kv: str, head_dim: int) -> int:
+    """Elements of KV_DTYPES[kv] per (head, position) row of the cache."""
+    return head_dim + 4 * (head_dim // 32) if kv == "q8" else head_dim
 
 
 class Buffers:
@@ -75,10 +82,11 @@ def kv_dtype(kv: str):
 
 
 def kv_bytes(cfg: GptOssConfig, context: int, kv: str = DEFAULT_KV) -> int:
-    """Bytes of one sequence's KV cache for `context` positions: k and v (`kv`: f16 or f32) on
+    """Bytes of one sequence's KV cache for `context` positions: k and v (`kv`: f16, f32 or q8) on
     every layer (a full layer holds every position, a sliding one its window plus
     SLIDING_ROLLBACK), and SEQUENCE_CHECKPOINTS copies of the sliding layers' windows."""
-    row = 2 * cfg.kv_dim * np.dtype(kv_dtype(kv)).itemsize  # k and v, one position of one layer
+    # k and v, one position of one layer
+    row = 2 * cfg.num_key_value_heads * kv_row_width(kv, cfg.head_dim) * np.dtype(kv_dtype(kv)).itemsize
     sliding = sum(cfg.is_sliding(i) for i in range(cfg.num_hidden_layers))
     full = cfg.num_hidden_layers - sliding
     ring = cfg.sliding_window + SLIDING_ROLLBACK

@@ -37,11 +37,12 @@ def test_common_prefix():
     assert common_prefix([5] * 100 + [1], [5] * 100 + [2]) == 100
 
 
+@pytest.mark.parametrize("kv", ["f16", "q8"])
 @pytest.mark.parametrize("name", ["tiny-s0", "odd-s1"])
-def test_a_rewritten_tail_within_the_ring_margin_reruns_only_the_new_tokens(converted, name):
+def test_a_rewritten_tail_within_the_ring_margin_reruns_only_the_new_tokens(converted, name, kv):
     """The reply is dropped and the prompt goes on differently, further back than the sliding
     window: the rings' margin still holds what the window needs there."""
-    model = load(converted(name, "q8"))
+    model = load(converted(name, "q8"), kv_cache=kv)
     V, w = model.config.vocab_size, model.config.sliding_window
     a = token_ids(V, 20, seed=1)
     seq = model.new_sequence()
@@ -52,12 +53,13 @@ def test_a_rewritten_tail_within_the_ring_margin_reruns_only_the_new_tokens(conv
     assert np.array_equal(logits, fresh_logits(model, b, kept))
 
 
-def test_further_back_a_checkpoint_where_the_prompt_ended_restores_the_windows(converted, monkeypatch):
+@pytest.mark.parametrize("kv", ["f16", "q8"])
+def test_further_back_a_checkpoint_where_the_prompt_ended_restores_the_windows(converted, monkeypatch, kv):
     """With no margin at all, stepping back past the window needs the checkpoint taken where the
     previous prompt ended: a harmony turn's case (the reply rewritten, the prompt kept)."""
     import edgeoss.engine.kvcache as kvcache
     monkeypatch.setattr(kvcache, "SLIDING_ROLLBACK", 0)
-    model = load(converted("odd-s1", "q8"))
+    model = load(converted("odd-s1", "q8"), kv_cache=kv)
     V = model.config.vocab_size
     a = token_ids(V, 20, seed=3)
     seq = model.new_sequence()
@@ -106,13 +108,14 @@ def test_sequences_on_one_model_do_not_disturb_each_other(converted):
     assert together == alone
 
 
-def test_the_memory_plan_counts_a_sequence_and_its_checkpoints(converted):
+@pytest.mark.parametrize("kv", ["f16", "f32", "q8"])
+def test_the_memory_plan_counts_a_sequence_and_its_checkpoints(converted, kv):
     from edgeoss.memory.workspace import SEQUENCE_CHECKPOINTS, kv_bytes
-    model = load(converted("odd-s1", "q8"), context=64)
+    model = load(converted("odd-s1", "q8"), context=64, kv_cache=kv)
     V = model.config.vocab_size
     seq = model.new_sequence()
     for i in range(SEQUENCE_CHECKPOINTS + 2):  # each prompt checkpoints where it ends
         model.prefill(seq.tokens + token_ids(V, 8, seed=10 + i), seq)
     assert [c[0] for c in seq.checkpoints] == [8 * i for i in range(3, SEQUENCE_CHECKPOINTS + 3)]
     held = seq.cache.nbytes + sum(a.nbytes for _, ks, vs in seq.checkpoints for a in ks + vs)
-    assert held == kv_bytes(model.config, 64) == model.plan.kv_cache
+    assert held == kv_bytes(model.config, 64, kv) == model.plan.kv_cache

@@ -18,7 +18,7 @@ from edgeoss.kernels import loops, numpy_loops
 from test_model import BOUNDS, reference_model, token_ids  # noqa: F401 (a fixture)
 
 
-@pytest.mark.parametrize("kv", ["f16", "f32"])
+@pytest.mark.parametrize("kv", ["f16", "f32", "q8"])
 @pytest.mark.parametrize("preset", ["bf16", "q8", "q4"])
 @pytest.mark.parametrize("name", ["tiny-s0", "odd-s1"])
 def test_numpy_loops_match_the_reference_and_the_compiled_loops(converted, reference_model, monkeypatch,
@@ -27,7 +27,8 @@ def test_numpy_loops_match_the_reference_and_the_compiled_loops(converted, refer
     sequence: the ring wraps). Against the float64 reference: the compiled loops' bounds. Against
     the compiled loops: float32 rounding where activations stay float32 (bf16); the q8 / q4
     presets quantize activations to int8 before each matrix, where rounding differences of
-    1e-7 flip some values by a quantization step, so there only the reference bound applies."""
+    1e-7 flip some values by a quantization step (as does a q8 KV cache), so there only the
+    reference bound applies."""
     cfg, w, ids, _, _ = reference_model[name]
     model = load(converted(name, preset), kv_cache=kv)
     monkeypatch.setenv("EDGEOSS_JIT", "wait")
@@ -40,7 +41,7 @@ def test_numpy_loops_match_the_reference_and_the_compiled_loops(converted, refer
     moved = reference.rel_l2(got, compiled)
     print(f"{name} {preset} {kv}: NumPy loops: relative L2 {err:.4f} to the reference, {moved:.1e} to compiled")
     assert err <= BOUNDS[preset]
-    if preset == "bf16":
+    if preset == "bf16" and kv != "q8":
         assert moved < 1e-4  # the compiled exp() is a polynomial within 1.1e-6 of NumPy's
 
 

@@ -140,6 +140,11 @@ void eo_f32_to_f16(const float *src, uint16_t *dst, int64_t n);
 void eo_f16_to_f32(const uint16_t *src, float *dst, int64_t n);
 void eo_f16_round(float *x, int64_t n);
 
+/* The KV cache's q8 rows: nrows rows of hd int8 values followed by hd/32
+ * float32 block scales (hd + hd/8 bytes a row, hd a multiple of 32), widened
+ * into dst [nrows, hd]: value * its block's scale, as float32. */
+void eo_q8kv_to_f32(const int8_t *src, int64_t nrows, int64_t hd, float *dst);
+
 /* EO_CDEF_END */
 
 #ifdef __cplusplus

@@ -4,7 +4,8 @@
  * at long context) and widened to float32 a block at a time for the kernel.
  * Rounding is to nearest, ties to even, at every level (F16C and NEON convert
  * so; the scalar level does it in integers), so every level stores the same
- * bits.
+ * bits. Also the q8 KV cache's rows (int8 blocks and float32 scales), widened
+ * a block at a time the same way.
  */
 #include "eo_internal.h"
 
@@ -121,3 +122,18 @@ void eo_f16_round_neon(float *x, int64_t n)
         x[i] = eo_fp16_to_f32(eo_f32_to_fp16(x[i]));
 }
 #endif
+
+void eo_q8kv_to_f32(const int8_t *src, int64_t nrows, int64_t hd, float *dst)
+{
+    int64_t r, b, j, nb = hd / 32, row = hd + 4 * nb;
+    for (r = 0; r < nrows; r++) {
+        const int8_t *q = src + r * row;
+        float *o = dst + r * hd;
+        for (b = 0; b < nb; b++) {
+            float d;
+            memcpy(&d, q + hd + 4 * b, sizeof d);      /* the row's scales follow its values */
+            for (j = 0; j < 32; j++)                    /* vectorized by the compiler */
+                o[b * 32 + j] = (float)q[b * 32 + j] * d;
+        }
+    }
+}

@@ -14,7 +14,7 @@
 static eo_kernels g_kernels;
 static int g_level = -1;
 
-int eo_abi_version(void) { return 3; }
+int eo_abi_version(void) { return 4; }
 
 #if EO_HAVE_X86_SIMD
 static int x86_has_f16c(void)

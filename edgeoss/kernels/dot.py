@@ -48,13 +48,13 @@ __all__ = [
     "matmul_f32_bf16w",
     "eo_q8_quantize", "eo_q8_mxfp4w_matmul", "eo_q8_q8w_matmul", "eo_q8_q4w_matmul",
     "eo_f32_mxfp4w_matmul", "eo_f32_bf16w_matmul", "eo_f32_attention_block", "attention_block",
-    "eo_f32_to_f16", "eo_f16_to_f32", "eo_f16_round",
+    "eo_f32_to_f16", "eo_f16_to_f32", "eo_f16_round", "eo_q8kv_to_f32",
 ]
 
 #: C level numbers -> names (csrc/edgeoss.h)
 LEVEL_NAMES = ("scalar", "avx2", "avx512", "neon")
 
-_ABI_VERSION = 3
+_ABI_VERSION = 4
 
 # Argument kinds of every kernel: "p" pointer (passed as intp), "i" int64.
 _SIGNATURES = {
@@ -69,6 +69,7 @@ _SIGNATURES = {
     "eo_f32_to_f16": "ppi",                  # src, dst, n (the KV cache's float16)
     "eo_f16_to_f32": "ppi",
     "eo_f16_round": "pi",                    # x, n
+    "eo_q8kv_to_f32": "piip",                # src, nrows, hd, dst (the q8 KV cache's rows)
 }
 KERNEL_NAMES = tuple(_SIGNATURES)
 
@@ -93,6 +94,7 @@ eo_f32_attention_block = types.ExternalFunction(
 eo_f32_to_f16 = types.ExternalFunction("eo_f32_to_f16", _numba_sig(_SIGNATURES["eo_f32_to_f16"]))
 eo_f16_to_f32 = types.ExternalFunction("eo_f16_to_f32", _numba_sig(_SIGNATURES["eo_f16_to_f32"]))
 eo_f16_round = types.ExternalFunction("eo_f16_round", _numba_sig(_SIGNATURES["eo_f16_round"]))
+eo_q8kv_to_f32 = types.ExternalFunction("eo_q8kv_to_f32", _numba_sig(_SIGNATURES["eo_q8kv_to_f32"]))
 
 
 # -- Python wrappers over one set of kernel addresses --------------------------------
@@ -279,6 +281,18 @@ class Kernels:
     def f16_to_f32(self, h):
         """IEEE binary16 bits (uint16 array) -> float32, exact."""
         return self._convert("eo_f16_to_f32", h, np.uint16, np.float32)
+
+    def q8kv_to_f32(self, rows):
+        """q8 KV rows int8 [..., hd + hd/8] (hd values, then hd/32 float32 scales) -> float32 [..., hd]."""
+        rows = np.ascontiguousarray(rows)
+        if rows.dtype != np.int8 or rows.ndim == 0 or rows.shape[-1] % 36:
+            raise ValueError(f"q8kv_to_f32: expected int8 rows of hd + hd/8 bytes (hd % 32 == 0), got "
+                             f"{rows.dtype} {rows.shape}")
+        hd = rows.shape[-1] // 36 * 32
+        out = np.empty(rows.shape[:-1] + (hd,), np.float32)
+        if out.size:
+            self._fn["eo_q8kv_to_f32"](rows.ctypes.data, out.size // hd, hd, out.ctypes.data)
+        return out
 
     def f16_round(self, x):
         """A copy of float32 x with every value rounded to the nearest float16 (in place, in C)."""

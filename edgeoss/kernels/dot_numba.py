@@ -41,6 +41,7 @@ SIG_F32_ATTENTION = types.void(_f32p, _i64, _i64, _f32p, _f32p, _i64, _i64, _i32
 SIG_F32_TO_F16 = types.void(_f32p, _u16p, _i64)
 SIG_F16_TO_F32 = types.void(_u16p, _f32p, _i64)
 SIG_F16_ROUND = types.void(_f32p, _i64)
+SIG_Q8KV_TO_F32 = types.void(types.voidptr, _i64, _i64, _f32p)
 
 
 # -- scalar helpers ---------------------------------------------------------------------
@@ -355,6 +356,21 @@ def eo_f16_round(x_p, n):
         x[i] = fp16_to_f32(f32_to_fp16(x[i]))
 
 
+@cfunc(SIG_Q8KV_TO_F32, cache=True, error_model="numpy")
+def eo_q8kv_to_f32(src_p, nrows, hd, dst_p):
+    if nrows <= 0:
+        return
+    nb = hd // 32
+    row = hd + 4 * nb
+    # the same bytes as int8 values and as float32 scales (a row is a multiple of 4 bytes)
+    q = carray(src_p, (nrows * row,), np.int8)
+    d = carray(src_p, (nrows * row // 4,), np.float32)
+    dst = carray(dst_p, (nrows * hd,))
+    for r in range(nrows):
+        for j in range(hd):
+            dst[r * hd + j] = np.float32(q[r * row + j]) * d[(r * row + hd) // 4 + j // 32]
+
+
 #: C symbol name -> cfunc (keep referenced: the registered addresses live in them)
 CFUNCS = {
     "eo_q8_quantize": eo_q8_quantize,
@@ -367,4 +383,5 @@ CFUNCS = {
     "eo_f32_to_f16": eo_f32_to_f16,
     "eo_f16_to_f32": eo_f16_to_f32,
     "eo_f16_round": eo_f16_round,
+    "eo_q8kv_to_f32": eo_q8kv_to_f32,
 }

@@ -19,7 +19,7 @@ from numba.extending import intrinsic
 
 from .dot import (eo_f16_round, eo_f16_to_f32, eo_f32_attention_block, eo_f32_bf16w_matmul,
                   eo_f32_mxfp4w_matmul, eo_f32_to_f16, eo_q8_mxfp4w_matmul, eo_q8_q4w_matmul,
-                  eo_q8_q8w_matmul, eo_q8_quantize)
+                  eo_q8_q8w_matmul, eo_q8_quantize, eo_q8kv_to_f32)
 
 ROW_TILE = 16  # fewest weight rows per C call (bf16 matrices, small one-token tiles)
 # Most rows per C call over one token (decoding). Each call restarts the weight stream, which
@@ -487,14 +487,8 @@ def kv_round_like_cache(k_new, v_new, k_cache):
 
 @njit(cache=True, nogil=True)
 def _q8_rows_to_f32(cache, g, c, n, out):
-    """out[i] = row c + i of head g of a q8 cache ([nkv, cap, hd + 4 hd/32] int8), as float32."""
-    hd = out.shape[1]
-    for i in range(n):
-        r = cache[g, c + i]
-        d = r[hd:].view(np.float32)
-        for b in range(hd // 32):
-            for j in range(b * 32, b * 32 + 32):
-                out[i, j] = np.float32(r[j]) * d[b]
+    """out[:n] = rows c..c+n-1 of head g of a q8 cache ([nkv, cap, hd + hd/8] int8), as float32."""
+    eo_q8kv_to_f32(cache[g, c].ctypes.data, n, out.shape[1], out.ctypes.data)
 
 
 # -- mixture of experts -------------------------------------------------------------------

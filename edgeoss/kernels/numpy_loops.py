@@ -91,9 +91,7 @@ def qkv_split_rope(qkv, bias, cos, sin, pos0, q, k, v):
 
 def _q8_to_f32(rows, hd):
     """q8 cache rows [..., hd + 4 hd/32] int8 -> float32 [..., hd]."""
-    d = np.ascontiguousarray(rows[..., hd:]).view(np.float32)
-    q = rows[..., :hd].astype(np.float32).reshape(rows.shape[:-1] + (hd // 32, 32))
-    return (q * d[..., None]).reshape(rows.shape[:-1] + (hd,))
+    return _K.q8kv_to_f32(rows)
 
 
 def _f32_to_q8(x):

@@ -344,7 +344,8 @@ def test_backend_status():
     assert dot.BACKEND in ("c", "numba")
     assert set(dot.KERNEL_NAMES) == {"eo_q8_quantize", "eo_q8_mxfp4w_matmul", "eo_q8_q8w_matmul",
                                      "eo_q8_q4w_matmul", "eo_f32_mxfp4w_matmul", "eo_f32_bf16w_matmul",
-                                     "eo_f32_attention_block", "eo_f32_to_f16", "eo_f16_to_f32", "eo_f16_round"}
+                                     "eo_f32_attention_block", "eo_f32_to_f16", "eo_f16_to_f32", "eo_f16_round",
+                                     "eo_q8kv_to_f32"}
     assert isinstance(dot.describe(), str)
     if dot.BACKEND == "c":
         assert dot.BACKEND_ERROR is None
@@ -695,6 +696,20 @@ def _f16_cases():
                      2.0 ** -26, 1e-30, 0.0, -0.0, np.inf, -np.inf], np.float32)
     both = np.concatenate([normal, exact, up, ties, edge])
     return np.concatenate([both, -both, np.array([np.nan], np.float32)])
+
+
+def test_q8_kv_rows_widen_to_value_times_block_scale(kern):
+    """The q8 KV cache's rows: hd int8 values, then hd/32 float32 scales; each value times its
+    block's scale, exactly as NumPy's float32 product, for any row count."""
+    rng = np.random.default_rng(7)
+    for hd, nrows in ((64, 1), (64, 37), (32, 5), (128, 3)):
+        q = rng.integers(-127, 128, (nrows, hd)).astype(np.int8)
+        d = (rng.random((nrows, hd // 32)) * 0.1).astype(np.float32)
+        rows = np.concatenate([q, d.view(np.int8)], axis=1)
+        want = (q.astype(np.float32).reshape(nrows, hd // 32, 32) * d[:, :, None]).reshape(nrows, hd)
+        assert np.array_equal(kern.q8kv_to_f32(rows), want)
+    with pytest.raises(ValueError, match="int8 rows"):
+        kern.q8kv_to_f32(np.zeros((2, 64), np.int8))
 
 
 def test_f16_conversions_round_to_nearest_even_like_numpy(kern):

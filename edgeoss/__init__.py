@@ -17,14 +17,16 @@ import sys as _sys
 __version__ = "0.1.0"
 
 
-def _user_cache_dir() -> str:
-    """This platform's per-user cache folder for edgeoss."""
+def _user_dir(kind: str = "cache") -> str:
+    """This platform's per-user folder for edgeoss's caches ("cache") or its data ("data": models)."""
+    data = kind == "data"
     if _sys.platform == "win32":
         base = _os.environ.get("LOCALAPPDATA") or _os.path.expanduser("~\\AppData\\Local")
     elif _sys.platform == "darwin":
-        base = _os.path.expanduser("~/Library/Caches")
+        base = _os.path.expanduser("~/Library/Application Support" if data else "~/Library/Caches")
     else:
-        base = _os.environ.get("XDG_CACHE_HOME") or _os.path.expanduser("~/.cache")
+        base = (_os.environ.get("XDG_DATA_HOME") or _os.path.expanduser("~/.local/share")) if data else \
+            (_os.environ.get("XDG_CACHE_HOME") or _os.path.expanduser("~/.cache"))
     return _os.path.join(base, "edgeoss")
 
 
@@ -32,7 +34,7 @@ def _user_cache_dir() -> str:
 # site-packages outlives `pip uninstall` there (a leftover folder that shadows a later editable
 # install) and cannot be written where site-packages is read-only. Set before anything imports
 # numba; NUMBA_CACHE_DIR set by the user wins.
-_os.environ.setdefault("NUMBA_CACHE_DIR", _os.path.join(_user_cache_dir(), "numba"))
+_os.environ.setdefault("NUMBA_CACHE_DIR", _os.path.join(_user_dir("cache"), "numba"))
 
 
 def load(path, context: int = 4096, threads: int | None = None):

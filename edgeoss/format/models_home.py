@@ -17,6 +17,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import _user_dir
 from ..errors import EdgeossError
 from .model_dir import FORMAT_NAME, FORMAT_VERSION, MANIFEST, WEIGHTS
 
@@ -30,21 +31,10 @@ class ModelNotFound(EdgeossError):
     """A model name that is neither a path nor a model in the models home."""
 
 
-def _user_data_dir() -> str:
-    """This platform's per-user data folder for edgeoss (as edgeoss._user_cache_dir does caches)."""
-    if sys.platform == "win32":
-        base = os.environ.get("LOCALAPPDATA") or os.path.expanduser("~\\AppData\\Local")
-    elif sys.platform == "darwin":
-        base = os.path.expanduser("~/Library/Application Support")
-    else:
-        base = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
-    return os.path.join(base, "edgeoss")
-
-
 def models_home() -> Path:
     """$EDGEOSS_HOME if set, else <per-user data folder>/edgeoss/models. Not created here."""
     env = os.environ.get(ENV)
-    return Path(env).expanduser().absolute() if env else Path(_user_data_dir(), "models")
+    return Path(env).expanduser().absolute() if env else Path(_user_dir("data"), "models")
 
 
 def model_name(src: str) -> str:

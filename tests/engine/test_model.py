@@ -112,6 +112,15 @@ def test_golden_transformers_logits(tmp_path, preset):
     assert err <= BOUNDS[preset]
 
 
+def chunked_logits(model, ids: list[int]) -> np.ndarray:
+    """The logits of ids (30 of them) run afresh as a chunk of 11, 9 single tokens and the rest."""
+    model.reset()
+    steps = [model.forward(ids[:11], all_logits=True)]
+    steps += [model.forward([t], all_logits=True) for t in ids[11:20]]
+    steps.append(model.forward(ids[20:], all_logits=True))
+    return np.concatenate(steps)
+
+
 @pytest.mark.parametrize("kv", ["f16", "q8"])
 @pytest.mark.parametrize("name", ["tiny-s0", "odd-s1"])
 def test_decode_through_cache_equals_prefill(converted, name, kv):
@@ -119,12 +128,7 @@ def test_decode_through_cache_equals_prefill(converted, name, kv):
     model = load(converted(name, "q8"), kv_cache=kv)
     ids = token_ids(model.config.vocab_size, 30, seed=5)
     full = model.logits(ids)
-    model.reset()
-    steps = [model.forward(ids[:11], all_logits=True)]
-    steps += [model.forward([t], all_logits=True) for t in ids[11:20]]
-    steps.append(model.forward(ids[20:], all_logits=True))
-    chunked = np.concatenate(steps)
-    assert reference.rel_l2(chunked, full) < 1e-5
+    assert reference.rel_l2(chunked_logits(model, ids), full) < 1e-5
     # step(), the decoding loop's entry point, matches forward() token by token
     model.reset()
     model.forward(ids[:20])

@@ -15,7 +15,7 @@ import reference
 from edgeoss.engine import warmup
 from edgeoss.engine.model import load
 from edgeoss.kernels import loops, numpy_loops
-from test_model import BOUNDS, reference_model, token_ids  # noqa: F401 (a fixture)
+from test_model import BOUNDS, chunked_logits, reference_model, token_ids  # noqa: F401 (a fixture)
 
 
 @pytest.mark.parametrize("kv", ["f16", "f32", "q8"])
@@ -55,11 +55,7 @@ def test_numpy_loops_decode_through_the_cache_and_batch(converted, monkeypatch, 
     model = load(converted(name, "bf16"))  # float32 activations: equal to rounding (see above)
     ids = token_ids(model.config.vocab_size, 30, seed=5)
     full = model.logits(ids)
-    model.reset()
-    steps = [model.forward(ids[:11], all_logits=True)]
-    steps += [model.forward([t], all_logits=True) for t in ids[11:20]]
-    steps.append(model.forward(ids[20:], all_logits=True))
-    assert reference.rel_l2(np.concatenate(steps), full) < 1e-4
+    assert reference.rel_l2(chunked_logits(model, ids), full) < 1e-4
     a, b = model.new_sequence(), model.new_sequence()
     model.forward(ids[:12], sequence=a)
     both = model.forward_batch([(a, ids[12:13]), (b, ids[:7])])

@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 NBS = (1, 3, 5, 7, 90)
 NROWS = (1, 3, 17, 33)
-NTOKS = (1, 2, 5, 13)
+NTOKS = (1, 2, 5, 7, 13)  # 7: a tile of 4 tokens then one of 3
 # (nrows, nb, ntok) cases: the full grid, plus K beyond one C chunk (128 blocks)
 CASES = [(r, nb, t) for nb in NBS for r in NROWS for t in NTOKS] + [(3, 130, 5), (2, 300, 2)]
 

@@ -77,7 +77,7 @@ def _write_matrix(w: _Writer, entry: dict, ck: HFCheckpoint, sources: list[str])
     parts = entry["parts"]
     row0 = 0
     for src in sources:
-        rows = ck.files[ck.where[src]].tensors[src].shape[0]
+        rows = ck.rows(src)
         step = max(1, ROW_CHUNK_BYTES // (cols * 4))
         for a in range(0, rows, step):
             b = min(rows, a + step)
@@ -199,6 +199,17 @@ def convert(src: str, out: str | os.PathLike, preset: str = "q8", force: bool = 
         raise ConvertError(f"{out} already exists; choose another output directory or pass --force "
                            "to replace it (it is replaced only once the new model is complete)")
     ck = HFCheckpoint(resolve_checkpoint(src, revision, token))
+    return convert_checkpoint(ck, out, preset, no_tokenizer=no_tokenizer, source=src, revision=revision,
+                              progress=progress)
+
+
+def convert_checkpoint(ck, out: Path, preset: str = "q8", no_tokenizer: bool = False, source=None,
+                       revision: str | None = None, progress: bool = True) -> Path:
+    """Convert an opened checkpoint (HFCheckpoint, or anything with its config, path, rows,
+    read, read_bf16_bits and dense_experts: convert.synthetic's) into an edgeoss model at `out`,
+    which the caller has checked may be written (absent, or --force)."""
+    out = Path(out).expanduser().absolute()
+    src = str(ck.path) if source is None else source
     cfg = ck.config
     if not no_tokenizer and not has_tokenizer(ck.path) and cfg.vocab_size < TOKENIZER_IDS:
         raise ConvertError(f"{ck.path} has no tokenizer and its vocabulary of {cfg.vocab_size} ids is smaller than "

@@ -120,6 +120,10 @@ class HFCheckpoint:
                 raise CheckpointError(f"tensor {name} in {self.where[name]} is {info.dtype}{list(info.shape)}, "
                                       f"expected {dtype}{list(shape)} for this config")
 
+    def rows(self, name: str) -> int:
+        """The length of a tensor's first axis."""
+        return self.files[self.where[name]].tensors[name].shape[0]
+
     def read(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
         """Rows [start, stop) of a tensor; float tensors come back as float32, others raw."""
         f = self.files[self.where[name]]

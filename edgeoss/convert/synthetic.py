@@ -678,3 +678,78 @@ __all__ = ["PRESETS", "OVERRIDE_KEYS", "make_config", "generation_config", "tens
            "plan_checkpoint", "split_shards", "shard_filenames", "make_checkpoint",
            "default_tokenizer_dir", "mxfp4_scales", "mxfp4_dequantize", "random_bytes",
            "REAL_20B_TOTAL_SIZE"]
+
+
+# ---------------------------------------------------------------------------------------
+# Straight into the runtime's format
+
+
+class SyntheticCheckpoint:
+    """The checkpoint make_checkpoint would write, read without writing it: each tensor's rows
+    are generated on demand by the same functions, so converting this gives the bytes that
+    converting the written shards would. For models too large to keep both the checkpoint and
+    the converted model on one disk (the 120b: 65 GB of shards beside 63 GB converted). `path`
+    holds only the config and tokenizer files."""
+
+    def __init__(self, path: Path, config: dict, seed: int = 0):
+        from ..config import GptOssConfig
+
+        self.path = Path(path)
+        self.hf_config = config
+        self.config = GptOssConfig.from_hf(config, generation_config(config))
+        self.dense_experts = "quantization_config" not in config
+        self.specs = {s.name: s for s in tensor_specs(config, seed, self.dense_experts)}
+
+    def rows(self, name: str) -> int:
+        return self.specs[name].shape[0]
+
+    def _rows(self, name: str, start: int, stop: int | None) -> np.ndarray:
+        spec = self.specs[name]
+        stop = spec.shape[0] if stop is None else stop
+        return spec.fill(start, stop)
+
+    def read(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """As HFCheckpoint.read: float tensors as float32, others raw."""
+        raw = self._rows(name, start, stop)
+        if self.specs[name].dtype == "BF16":
+            return (raw.astype(np.uint32) << 16).view(np.float32)
+        return raw
+
+    def read_bf16_bits(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray | None:
+        return self._rows(name, start, stop) if self.specs[name].dtype == "BF16" else None
+
+
+def make_model(out_dir, preset: str = "tiny", seed: int = 0, quant: str = "q8", tokenizer_dir="auto", *,
+               force: bool = False, progress: bool = True, **overrides) -> Path:
+    """Write a synthetic model straight in edgeoss's format (what `make_checkpoint` then
+    `edgeoss convert --preset quant` would give, without the checkpoint ever on disk). Refused
+    before anything is written when the disk lacks the room."""
+    from . import ConvertError, convert_checkpoint
+
+    out = Path(out_dir).expanduser().absolute()
+    if out.exists() and not force:
+        raise ConvertError(f"{out} already exists; pass --force to replace it")
+    config = make_config(preset, **overrides)
+    tok = _resolve_tokenizer(tokenizer_dir, config["vocab_size"], lambda msg: print(msg, file=sys.stderr))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    from ..config import GptOssConfig
+    from ..format import model_dir as fmt
+
+    need = fmt.plan_layout(GptOssConfig.from_hf(config, generation_config(config)), quant).size
+    free = shutil.disk_usage(out.parent).free
+    if free < need + (256 << 20):
+        raise ConvertError(f"{out.parent} has {free / 1e9:.2f} GB free; the model needs {need / 1e9:.2f} GB: free "
+                           "some space or choose another folder. Nothing was written.")
+    src = out.parent / f".{out.name}.source-{os.getpid()}"  # config and tokenizer only
+    shutil.rmtree(src, ignore_errors=True)
+    src.mkdir()
+    try:
+        _write_json(src / "config.json", config, indent=2, sort_keys=True)
+        if tok is not None:
+            for f in TOKENIZER_FILES:
+                shutil.copyfile(tok / f, src / f)
+        ck = SyntheticCheckpoint(src, config, seed)
+        return convert_checkpoint(ck, out, quant, no_tokenizer=tok is None,
+                                  source=f"synthetic {preset} (seed {seed})", progress=progress)
+    finally:
+        shutil.rmtree(src, ignore_errors=True)

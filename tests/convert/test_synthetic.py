@@ -508,3 +508,48 @@ def test_cli(tmp_path):
     assert r.returncode == 0, r.stderr
     check_layout(out, expected_tensors(64, 96, 1, 2, 1, 32, 4, 2048, dense=True),
                  [f"model-0000{i}-of-00002.safetensors" for i in range(3)])
+
+
+def test_converted_directly_equals_converted_from_the_checkpoint(tmp_path):
+    """--converted: the model without the checkpoint on disk is the same bytes as converting it."""
+    from edgeoss.convert import convert
+    from edgeoss.format.model_dir import ModelFiles
+
+    kw = dict(preset="tiny", seed=4, tokenizer_dir=None, num_hidden_layers=2)
+    hf = make(tmp_path / "hf", **kw)
+    via = convert(str(hf), tmp_path / "via", preset="q8", progress=False, no_tokenizer=True)
+    direct = synthetic.make_model(tmp_path / "direct", quant="q8", progress=False, **kw)
+    assert (via / "weights.bin").read_bytes() == (direct / "weights.bin").read_bytes()
+    a, b = (json.loads((p / "edgeoss.json").read_text()) for p in (via, direct))
+    assert a["tensors"] == b["tensors"] and a["config"] == b["config"]
+    assert ModelFiles(direct).config.num_hidden_layers == 2
+    assert not list(tmp_path.glob(".direct*")), "the config-only source folder is left behind"
+
+
+def test_converted_directly_refuses_a_disk_too_small(tmp_path, monkeypatch):
+    import shutil as sh
+    from collections import namedtuple
+
+    from edgeoss.convert import ConvertError
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(sh, "disk_usage", lambda p: usage(10 << 30, 10 << 30, 1 << 20))
+    with pytest.raises(ConvertError, match="GB free; the model needs"):
+        synthetic.make_model(tmp_path / "m", preset="tiny", tokenizer_dir=None, progress=False)
+    assert not (tmp_path / "m").exists() and not list(tmp_path.iterdir())
+
+
+def test_cli_converted(tmp_path):
+    out = tmp_path / "m"
+    cmd = [sys.executable, str(CLI), str(out), "--preset", "tiny", "--layers", "1", "--no-tokenizer", "--quiet",
+           "--converted", "q4"]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    r = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    man = json.loads((out / "edgeoss.json").read_text())
+    assert man["preset"] == "q4" and man["config"]["num_hidden_layers"] == 1
+    r = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "already exists" in r.stderr
+    r = subprocess.run(cmd + ["--shards", "2", "--force"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 2 and "do not apply" in r.stderr

@@ -42,6 +42,12 @@ def peak_rss_bytes() -> int:
     return r if sys.platform == "darwin" else r * 1024
 
 
+def cache_policy_name(cache) -> str:
+    """The expert cache's eviction policy by name (as cache_policy.POLICIES has it)."""
+    from ..memory.cache_policy import POLICIES
+    return next(name for name, num in POLICIES.items() if num == cache.policy)
+
+
 def run_concurrent(model, streams: int, prompt: int, gen: int, rng, trace=None) -> dict:
     """`streams` requests of `prompt` random tokens, submitted together and decoded greedily in
     shared forward passes (engine.scheduler), each on its own sequence and, with a routing
@@ -169,11 +175,24 @@ def run_bench(path, prompt: int = 512, gen: int = 128, threads: int | None = Non
     dec = statistics.median(decode) if decode else float("nan")
     streamed = {}
     if cache is not None:
+        if trace is not None:  # the plan's hit rate is uniform routing's: predict with the trace's
+            from ..memory.cache_policy import simulate
+            plan.hit_rate = simulate([e for e, _ in trace], plan.slots_per_layer, cache_policy_name(cache),
+                                     num_experts=plan.experts_per_layer)
+            plan.disk_bytes_per_token = ((1 - plan.hit_rate) * plan.experts_per_token * plan.layers
+                                         * plan.expert_bytes)
         planner.predict(plan, bw, planner.measure_disk_bandwidth(files))
-        streamed = {"expert_hit_rate": hits / max(1, hits + misses),
+        decode_s = sum(gen / d for d in decode) if gen else 0.0
+        read_rate = disk / decode_s if decode_s else float("nan")
+        sequential = planner.measure_sequential_read(files)
+        streamed = {"expert_hit_rate": hits / max(1, hits + misses), "predicted_hit_rate": plan.hit_rate,
                     "disk_bytes_per_token": disk / max(1, gen * repeats),
                     "disk_bandwidth_bytes_per_s": plan.disk_bandwidth, "io_mode": cache.io_mode,
-                    "predicted_decode_tokens_per_s": plan.predicted_tokens_per_s}
+                    "predicted_decode_tokens_per_s": plan.predicted_tokens_per_s,
+                    # what the decode's reads reached, against a plain sequential read of the file
+                    "disk_read_bytes_per_s_while_decoding": read_rate,
+                    "disk_sequential_bytes_per_s": sequential,
+                    "disk_read_fraction_of_sequential": read_rate / sequential}
     return {
         "model": str(files.path), "preset": files.preset, "threads": model.threads,
         "kernels": f"{dot.BACKEND}" + (f"/{dot.simd_variant_name()}" if dot.BACKEND == "c" else ""),

@@ -259,6 +259,29 @@ def measure_disk_bandwidth(files: fmt.ModelFiles, nbytes: int = 256 * MiB) -> fl
     return n * stride / dt
 
 
+def measure_sequential_read(files: fmt.ModelFiles, nbytes: int = 1 << 30, chunk: int = 8 * MiB) -> float:
+    """Bytes/s of a plain sequential read of the experts' region (one thread, uncached, `chunk`
+    bytes a request, as `dd` would): the disk bandwidth that reads while decoding are measured
+    against."""
+    from ..format.fileio import PositionalReader
+    start = min(t["offset"] for t in files.tensors.values() if t["type"] == "mxfp4_experts")
+    total = files.manifest["weights_bytes"] - start
+    chunk = max(4096, min(chunk, total // 4096 * 4096))  # O_DIRECT: whole pages, inside the file
+    n = max(chunk, min(nbytes, total) // chunk * chunk)
+    buf = mmap.mmap(-1, chunk)
+    view = memoryview(buf)
+    reader = PositionalReader(files.weights_path, uncached=True)
+    try:
+        t0 = time.perf_counter()
+        for off in range(start, start + n, chunk):
+            reader.read_into(view, off)
+        dt = time.perf_counter() - t0
+    finally:
+        reader.close()
+        del view, buf
+    return n / dt
+
+
 def predict(plan: MemoryPlan, memory_bandwidth: float, disk_bandwidth: float) -> MemoryPlan:
     """Fill in the predicted decode tokens/s. Weights read from memory take their bytes over
     DECODE_EFFICIENCY of the measured bandwidth. A token's M cache misses spread over

@@ -107,6 +107,12 @@ def test_bench_under_a_budget_with_a_routing_trace(converted, capsys, tmp_path, 
     assert (r["memory_plan"], r["expert_slots_per_layer"]) == ("fits with streaming", 5)
     assert 0 < r["expert_hit_rate"] < 1 and r["disk_bytes_per_token"] > 0
     assert r["predicted_decode_tokens_per_s"] > 0 and r["disk_bandwidth_bytes_per_s"] > 0
+    # predicted with the trace's own hit rate (the simulator's, as the cache runs it), not uniform routing's
+    from edgeoss.memory import cache_policy
+    assert r["predicted_hit_rate"] == cache_policy.simulate([ex], 5, "lfru", num_experts=cfg.num_local_experts)
+    assert r["disk_sequential_bytes_per_s"] > 0 and r["disk_read_bytes_per_s_while_decoding"] > 0
+    assert r["disk_read_fraction_of_sequential"] == (r["disk_read_bytes_per_s_while_decoding"]
+                                                     / r["disk_sequential_bytes_per_s"])
 
 
 def test_second_run_compiles_nothing(converted, tmp_path):

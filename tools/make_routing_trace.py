@@ -30,6 +30,20 @@ def hit_rates(seqs, num_experts: int, slots) -> dict:
             for s in slots}
 
 
+def write_uniform(a) -> int:
+    import numpy as np
+    k = load_trace(a.trace)[0][0].shape[2]
+    rng = np.random.default_rng(a.seed)
+    out = [np.argsort(rng.random((a.tokens, a.layers, a.experts)), axis=-1)[..., :k].astype(np.uint8)
+           for _ in range(a.sequences)]
+    synthetic_routing.save_trace(a.out, out)
+    slots = sorted({max(k, round(a.experts * f)) for f in (0.125, 0.25, 0.5)})
+    report = {"written": {"path": a.out, "uniform": True, "hit_rates": hit_rates(out, a.experts, slots)}}
+    print(json.dumps(report) if a.json else f"wrote {a.out}: uniform routing, {a.sequences} x {a.tokens} tokens, "
+          f"hit rates {report['written']['hit_rates']}")
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("trace", help="a recorded routing trace (.npz) to fit")
@@ -40,7 +54,12 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", required=True, help="the .npz to write")
     ap.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    ap.add_argument("--uniform", action="store_true",
+                    help="write uniform random routing instead (every expert equally likely, tokens "
+                         "independent: the worst case for a cache); TRACE gives only k")
     a = ap.parse_args(argv)
+    if a.uniform:
+        return write_uniform(a)
 
     seqs = [e for e, _ in load_trace(a.trace)]
     E0 = max(int(s.max()) for s in seqs) + 1

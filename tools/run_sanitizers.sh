@@ -27,9 +27,8 @@ export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:halt_on_error=1:strict_stri
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 export PYTHONPATH="$ROOT/build/sanitize/site${PYTHONPATH:+:$PYTHONPATH}"
 export EDGEOSS_REQUIRE_C=1 EDGEOSS_JIT=wait
-# its own Numba cache: code compiled in a process with the sanitizer runtimes preloaded is not
-# left for normal runs to load (a user cache written by a sanitized run later crashed a plain
-# run calling a null address from a cached loop)
+# its own Numba cache, a precaution: code compiled in a process with the sanitizer runtimes
+# preloaded stays out of the cache normal runs load
 export NUMBA_CACHE_DIR="$ROOT/build/sanitize/numba-cache"
 
 # 1. the sanitized build is the one loaded, and it catches a read past a buffer

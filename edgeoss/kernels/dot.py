@@ -37,6 +37,7 @@ import os
 import warnings
 
 import llvmlite.binding as llvm
+import numba as _numba
 import numpy as np
 from numba import types
 
@@ -373,6 +374,13 @@ BACKEND, BACKEND_ERROR = _choose_backend()
 _ACTIVE = get_kernels(BACKEND)
 for _name, _addr in _ACTIVE.addresses.items():
     llvm.add_symbol(_name, _addr)
+
+# Start Numba's threading layer before any loop of kernels/loops.py (which imports this module)
+# can run. A plain @njit loop there that calls parallel ones (matmul, moe, attention_block, ...),
+# loaded from the on-disk cache as a process's first compiled call, otherwise calls the layer's
+# entry point before it is set: a jump to address 0 (seen with a warm cache in a script that
+# called loops.matmul first; the engine was safe only because Model calls numba.set_num_threads).
+_numba.get_num_threads()
 
 
 # -- SIMD levels (C backend) ----------------------------------------------------------

@@ -256,3 +256,18 @@ def test_sampling():
     for top_p in (1.0, 0.9):
         assert {int(loops.sample_token(masked, 1.0, 0, top_p, u)) for u in np.linspace(0, 0.999, 200)} <= {0, 2, 4}
     assert loops.sample_token(masked, 0.0, 0, 1.0, 0.5) == 2
+
+
+def test_importing_the_loops_starts_numbas_threads():
+    """A cached plain loop that calls parallel ones, run as a process's first compiled call,
+    crashed (a call to address 0) unless Numba's threading layer had been started: importing
+    the kernels starts it, so scripts and tools can call the loops directly."""
+    import subprocess
+    import sys
+
+    code = ("from numba.np.ufunc import parallel\n"
+            "assert not parallel._is_initialized\n"
+            "import edgeoss.kernels.loops\n"
+            "assert parallel._is_initialized\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr

@@ -21,7 +21,7 @@ class LayerCache:
         self.window = cfg.sliding_window if sliding else 0
         cap = cfg.sliding_window + SLIDING_ROLLBACK if sliding else capacity
         self.k = np.zeros((cfg.num_key_value_heads, cap, kv_row_width(kv, cfg.head_dim)), kv_dtype(kv))
-        self.v = np.zeros_like(self.k)
+        self.v = np.zeros(self.k.shape, self.k.dtype)  # not zeros_like: that writes every page now
 
     def reserve(self, n_positions: int) -> None:
         if self.ring or n_positions <= self.k.shape[1]:

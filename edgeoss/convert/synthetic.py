@@ -724,6 +724,7 @@ def make_model(out_dir, preset: str = "tiny", seed: int = 0, quant: str = "q8", 
     """Write a synthetic model straight in edgeoss's format (what `make_checkpoint` then
     `edgeoss convert --preset quant` would give, without the checkpoint ever on disk). Refused
     before anything is written when the disk lacks the room."""
+    from ..format import model_dir as fmt
     from . import ConvertError, convert_checkpoint
 
     out = Path(out_dir).expanduser().absolute()
@@ -732,15 +733,13 @@ def make_model(out_dir, preset: str = "tiny", seed: int = 0, quant: str = "q8", 
     config = make_config(preset, **overrides)
     tok = _resolve_tokenizer(tokenizer_dir, config["vocab_size"], lambda msg: print(msg, file=sys.stderr))
     out.parent.mkdir(parents=True, exist_ok=True)
-    from ..config import GptOssConfig
-    from ..format import model_dir as fmt
-
-    need = fmt.plan_layout(GptOssConfig.from_hf(config, generation_config(config)), quant).size
+    src = out.parent / f".{out.name}.source-{os.getpid()}"  # config and tokenizer only
+    ck = SyntheticCheckpoint(src, config, seed)  # reads nothing from src until converting
+    need = fmt.plan_layout(ck.config, quant).size
     free = shutil.disk_usage(out.parent).free
     if free < need + (256 << 20):
         raise ConvertError(f"{out.parent} has {free / 1e9:.2f} GB free; the model needs {need / 1e9:.2f} GB: free "
                            "some space or choose another folder. Nothing was written.")
-    src = out.parent / f".{out.name}.source-{os.getpid()}"  # config and tokenizer only
     shutil.rmtree(src, ignore_errors=True)
     src.mkdir()
     try:
@@ -748,7 +747,6 @@ def make_model(out_dir, preset: str = "tiny", seed: int = 0, quant: str = "q8", 
         if tok is not None:
             for f in TOKENIZER_FILES:
                 shutil.copyfile(tok / f, src / f)
-        ck = SyntheticCheckpoint(src, config, seed)
         return convert_checkpoint(ck, out, quant, no_tokenizer=tok is None,
                                   source=f"synthetic {preset} (seed {seed})", progress=progress)
     finally:

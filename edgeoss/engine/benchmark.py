@@ -42,12 +42,6 @@ def peak_rss_bytes() -> int:
     return r if sys.platform == "darwin" else r * 1024
 
 
-def cache_policy_name(cache) -> str:
-    """The expert cache's eviction policy by name (as cache_policy.POLICIES has it)."""
-    from ..memory.cache_policy import POLICIES
-    return next(name for name, num in POLICIES.items() if num == cache.policy)
-
-
 def run_concurrent(model, streams: int, prompt: int, gen: int, rng, trace=None) -> dict:
     """`streams` requests of `prompt` random tokens, submitted together and decoded greedily in
     shared forward passes (engine.scheduler), each on its own sequence and, with a routing
@@ -128,16 +122,16 @@ def run_bench(path, prompt: int = 512, gen: int = 128, threads: int | None = Non
     ids = [int(t) for t in rng.integers(0, min(vocab, 199998), prompt)]
     context_ids = [int(t) for t in rng.integers(0, min(vocab, 199998), depth)]
 
+    # cold: the first token of this process (Numba cache load, page faults on the weights)
+    model.reset()
+    model.forward(ids[:1])
+    ttft_cold = time.perf_counter() - t_start
+
     # a streaming model's disk drifts (a shared virtual disk: 0.5-1.6 GB/s within minutes here):
     # its bandwidths are measured before the runs and after them, and averaged
     disk_before = None
     if cache is not None:
         disk_before = (planner.measure_disk_bandwidth(files), planner.measure_sequential_read(files))
-
-    # cold: the first token of this process (Numba cache load, page faults on the weights)
-    model.reset()
-    model.forward(ids[:1])
-    ttft_cold = time.perf_counter() - t_start
 
     depth_s = None
     if depth:
@@ -183,10 +177,8 @@ def run_bench(path, prompt: int = 512, gen: int = 128, threads: int | None = Non
     if cache is not None:
         if trace is not None:  # the plan's hit rate is uniform routing's: predict with the trace's
             from ..memory.cache_policy import simulate
-            plan.hit_rate = simulate([e for e, _ in trace], plan.slots_per_layer, cache_policy_name(cache),
-                                     num_experts=plan.experts_per_layer)
-            plan.disk_bytes_per_token = ((1 - plan.hit_rate) * plan.experts_per_token * plan.layers
-                                         * plan.expert_bytes)
+            plan.set_hit_rate(simulate([e for e, _ in trace], plan.slots_per_layer, cache.policy_name,
+                                       num_experts=plan.experts_per_layer))
         disk_bw = (disk_before[0] + planner.measure_disk_bandwidth(files)) / 2
         planner.predict(plan, bw, disk_bw)
         decode_s = sum(gen / d for d in decode) if gen else 0.0

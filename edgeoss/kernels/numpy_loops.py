@@ -89,11 +89,6 @@ def qkv_split_rope(qkv, bias, cos, sin, pos0, q, k, v):
     v[:] = heads[:, nh + nkv:]
 
 
-def _q8_to_f32(rows, hd):
-    """q8 cache rows [..., hd + 4 hd/32] int8 -> float32 [..., hd]."""
-    return _K.q8kv_to_f32(rows)
-
-
 def _f32_to_q8(x):
     """float32 [..., hd] -> q8 rows [..., hd + 4 hd/32] int8 (the C quantizer's rounding)."""
     q, d = _K.q8_quantize(np.ascontiguousarray(x, np.float32))
@@ -105,9 +100,8 @@ def kv_round_like_cache(k_new, v_new, k_cache):
         k_new[:] = k_new.astype(np.float16).astype(np.float32)
         v_new[:] = v_new.astype(np.float16).astype(np.float32)
     elif k_cache.itemsize == 1:
-        hd = k_new.shape[2]
-        k_new[:] = _q8_to_f32(_f32_to_q8(k_new), hd)
-        v_new[:] = _q8_to_f32(_f32_to_q8(v_new), hd)
+        k_new[:] = _K.q8kv_to_f32(_f32_to_q8(k_new))
+        v_new[:] = _K.q8kv_to_f32(_f32_to_q8(v_new))
 
 
 def kv_store(k_new, v_new, k_cache, v_cache, pos0, ring):
@@ -125,11 +119,11 @@ def kv_store(k_new, v_new, k_cache, v_cache, pos0, ring):
             cache[:, slots] = vals.astype(np.float16).view(np.uint16) if cache.itemsize == 2 else vals
 
 
-def _cached_keys(cache, positions, ring, hd):
+def _cached_keys(cache, positions, ring):
     cap = cache.shape[1]
     got = cache[:, positions % cap if ring else positions]
     if cache.itemsize == 1:
-        return _q8_to_f32(got, hd)
+        return _K.q8kv_to_f32(got)  # q8 rows [..., hd + 4 hd/32] -> float32 [..., hd]
     return got.view(np.float16).astype(np.float32) if cache.itemsize == 2 else got.astype(np.float32)
 
 
@@ -143,8 +137,8 @@ def attention_sinks(q, k_new, v_new, k_cache, v_cache, pos0, ring, window, sinks
     group = nh // nkv
     first = 0 if window == 0 else max(0, pos0 - window + 1)   # the earliest key any query sees
     old = np.arange(first, pos0)
-    keys = np.concatenate([_cached_keys(k_cache, old, ring, hd), k_new.transpose(1, 0, 2)], axis=1)  # [nkv, L, hd]
-    vals = np.concatenate([_cached_keys(v_cache, old, ring, hd), v_new.transpose(1, 0, 2)], axis=1)
+    keys = np.concatenate([_cached_keys(k_cache, old, ring), k_new.transpose(1, 0, 2)], axis=1)  # [nkv, L, hd]
+    vals = np.concatenate([_cached_keys(v_cache, old, ring), v_new.transpose(1, 0, 2)], axis=1)
     L = keys.shape[1]
     key_pos = first + np.arange(L)
     sink = sinks.astype(np.float32).reshape(nkv, group, 1)

@@ -49,7 +49,7 @@ class ExpertCache:
         parts = files.expert_part_offsets(names[0])
         self.part_offsets = np.array([parts[k] for k in ("gate_up_blocks", "gate_up_scales", "gate_up_bias",
                                                          "down_blocks", "down_scales", "down_bias")], np.int64)
-        self.policy = cp.POLICIES[policy]
+        self.policy_name, self.policy = policy, cp.POLICIES[policy]
         self.decay = cp.decay_of(halflife)
         L = cfg.num_hidden_layers
         # anonymous mapping: page-aligned (O_DIRECT needs it), zero pages until first read

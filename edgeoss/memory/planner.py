@@ -125,6 +125,11 @@ class MemoryPlan:
     predicted_tokens_per_s: float | None = None
     notes: list = field(default_factory=list)
 
+    def set_hit_rate(self, rate: float) -> None:
+        """The expected hit rate of the expert cache, and the disk bytes a token reads at it."""
+        self.hit_rate = rate
+        self.disk_bytes_per_token = (1 - rate) * self.experts_per_token * self.layers * self.expert_bytes
+
     @property
     def fixed(self) -> int:
         reserved = self.prefix_cache if self.prefix_cache_source == "--cache-ram" else 0
@@ -213,8 +218,7 @@ def make_plan(files: fmt.ModelFiles, memory: int | str | None = None, context: i
             plan.prefix_cache = int(max(0, min(DEFAULT_CACHE_RAM, spare // 2)))
             plan.prefix_cache_source = "half of what the plan leaves free"
     if slots:
-        plan.hit_rate = hit_rate(int(slots), E, k)
-        plan.disk_bytes_per_token = (1 - plan.hit_rate) * k * L * stride
+        plan.set_hit_rate(hit_rate(int(slots), E, k))
     return plan
 
 

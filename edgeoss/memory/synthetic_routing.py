@@ -38,7 +38,7 @@ GAP = 4      # the distance of the second overlap statistic (tokens t and t - GA
 @dataclass
 class RoutingModel:
     """Fitted parameters: per layer, the popularity curve (sorted shares, summing to 1, of the
-    fitted trace's expert count), r (keep probability) and beta (topic concentration)."""
+    fitted trace's expert count), keep and recent (probabilities) and beta (topic concentration)."""
 
     popularity: np.ndarray   # float64 [layers, E0], each row sorted descending, sums to 1
     keep: np.ndarray         # float64 [layers]
@@ -53,7 +53,7 @@ class RoutingModel:
     def scaled(self, num_experts: int, layers: int) -> "RoutingModel":
         """The model for another shape: popularity curves resampled at num_experts normalized
         ranks (interpolating the cumulative share, renormalized), layer l taking the fitted
-        layer at the same relative depth; keep and beta carried over."""
+        layer at the same relative depth; keep, recent and beta carried over."""
         src = np.round(np.linspace(0, self.layers - 1, layers)).astype(int)
         E0 = self.popularity.shape[1]
         pops = []

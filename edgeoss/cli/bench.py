@@ -26,6 +26,11 @@ def format_report(r: dict) -> str:
         f"{r['disk_bytes_per_token'] / 1e6:.0f} MB/token from disk ({r['io_mode']}, "
         f"{r['disk_bandwidth_bytes_per_s'] / gb:.2f} GB/s); plan predicted {r['predicted_decode_tokens_per_s']:.2f} "
         "tok/s"] if "expert_hit_rate" in r else []) + ([
+        f"disk while decoding: reads in flight {100 * r['disk_busy_fraction_of_decode']:.0f}% of the time at "
+        f"{r['disk_read_bytes_per_s_while_reading'] / gb:.2f} GB/s ({100 * r['disk_read_fraction_of_sequential']:.0f}% "
+        f"of a sequential read's {r['disk_sequential_bytes_per_s'] / gb:.2f} GB/s); at that speed the plan predicts "
+        f"{r['predicted_decode_tokens_per_s_at_observed_disk']:.2f} tok/s"]
+        if r.get("predicted_decode_tokens_per_s_at_observed_disk") else []) + ([
         f"after a {r['depth']}-token context (prefilled in {r['depth_prefill_s']:.1f} s): the figures above"]
         if r["depth"] else []) + ([
         f"{r['concurrent']} streams together: aggregate decode {r['aggregate_decode_tokens_per_s']:.2f} tok/s "

@@ -3,6 +3,7 @@ comes to this machine's memory-bandwidth roofline (measured in the same run: it 
 
 from __future__ import annotations
 
+import dataclasses
 import resource
 import statistics
 import sys
@@ -143,6 +144,7 @@ def run_bench(path, prompt: int = 512, gen: int = 128, threads: int | None = Non
 
     prefill, decode, ttft = [], [], []
     hits = misses = disk = 0
+    io_busy = io_wait = 0.0
     for _ in range(repeats):
         if depth:
             model.sequence.rewind(context_ids + [0])  # back to exactly the depth's context
@@ -163,6 +165,7 @@ def run_bench(path, prompt: int = 512, gen: int = 128, threads: int | None = Non
             decode.append(gen / (time.perf_counter() - t2))
             if cache is not None:
                 hits, misses, disk = hits + cache.hits, misses + cache.misses, disk + cache.bytes_read
+                io_busy, io_wait = io_busy + cache.io_busy_s, io_wait + cache.io_wait_s
 
     together = {}
     if concurrent > 1:
@@ -183,15 +186,29 @@ def run_bench(path, prompt: int = 512, gen: int = 128, threads: int | None = Non
         planner.predict(plan, bw, disk_bw)
         decode_s = sum(gen / d for d in decode) if gen else 0.0
         read_rate = disk / decode_s if decode_s else float("nan")
+        reading_rate = disk / io_busy if io_busy else float("nan")
         sequential = (disk_before[1] + planner.measure_sequential_read(files)) / 2
+        # the same plan fed the disk speed the decode's reads met: checks the model of the
+        # overlap apart from the probes' guess of a drifting disk's speed
+        at_observed = planner.predict(dataclasses.replace(plan), bw, reading_rate).predicted_tokens_per_s \
+            if io_busy else None
+        tokens = max(1, gen * repeats)
         streamed = {"expert_hit_rate": hits / max(1, hits + misses), "predicted_hit_rate": plan.hit_rate,
-                    "disk_bytes_per_token": disk / max(1, gen * repeats),
+                    "disk_bytes_per_token": disk / tokens,
                     "disk_bandwidth_bytes_per_s": plan.disk_bandwidth, "io_mode": cache.io_mode,
                     "predicted_decode_tokens_per_s": plan.predicted_tokens_per_s,
-                    # what the decode's reads reached, against a plain sequential read of the file
+                    "predicted_decode_tokens_per_s_at_observed_disk": at_observed,
+                    # the decode's reads: over the whole decode, and over the time they were in
+                    # flight (a layer's misses are known only once its router has run: between
+                    # the layers' reads the disk waits for the computing), against a plain
+                    # sequential read of the file
                     "disk_read_bytes_per_s_while_decoding": read_rate,
+                    "disk_read_bytes_per_s_while_reading": reading_rate,
+                    "disk_busy_fraction_of_decode": io_busy / decode_s if decode_s else float("nan"),
+                    "disk_wait_s_per_token": io_wait / tokens,
                     "disk_sequential_bytes_per_s": sequential,
-                    "disk_read_fraction_of_sequential": read_rate / sequential}
+                    "disk_read_fraction_of_sequential": reading_rate / sequential,
+                    "disk_decode_fraction_of_sequential": read_rate / sequential}
     return {
         "model": str(files.path), "preset": files.preset, "threads": model.threads,
         "kernels": f"{dot.BACKEND}" + (f"/{dot.simd_variant_name()}" if dot.BACKEND == "c" else ""),

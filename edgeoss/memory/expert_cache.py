@@ -13,6 +13,7 @@ run.
 from __future__ import annotations
 
 import mmap
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -32,7 +33,9 @@ class ExpertCache:
     `run_layer` is the MoE block of one layer: it looks the layer's experts up, starts reading
     the missing ones into slots freed by the eviction policy, computes the cached ones meanwhile,
     then the rest as they arrive. Counters: hits, misses (one per expert per step: a decoded
-    token, or a prompt chunk) and bytes_read."""
+    token, or a prompt chunk), bytes_read, io_busy_s (seconds with reads in flight: from a
+    layer's first read requested to its last one landed) and io_wait_s (seconds the forward
+    pass stood waiting for reads)."""
 
     def __init__(self, files: fmt.ModelFiles, slots: int, policy: str = cp.DEFAULT_POLICY,
                  halflife: float = cp.DEFAULT_HALFLIFE, io_threads: int = IO_THREADS):
@@ -63,10 +66,11 @@ class ExpertCache:
         self.reader = PositionalReader(files.weights_path, uncached=True)
         self.io_mode = self.reader.mode
         self._io = ThreadPoolExecutor(io_threads, thread_name_prefix="edgeoss-io")
-        self.hits = self.misses = self.bytes_read = 0
+        self.reset_counters()
 
     def reset_counters(self) -> None:
         self.hits = self.misses = self.bytes_read = 0
+        self.io_busy_s = self.io_wait_s = 0.0
 
     def close(self) -> None:
         """Stop the I/O threads and close the file (also done when the cache is collected)."""
@@ -80,11 +84,15 @@ class ExpertCache:
     __del__ = close
 
     # -- reads ------------------------------------------------------------------------------
+    def _read_piece(self, view: memoryview, offset: int) -> float:
+        self.reader.read_into(view, offset)
+        return time.perf_counter()  # when it landed (the forward pass may look later)
+
     def _start_read(self, layer: int, expert: int, slot: int) -> list:
         view = memoryview(self._mem)[(layer * self.slots + slot) * self.stride:][:self.stride]
         src = self.offsets[layer] + expert * self.stride
         self.bytes_read += self.stride
-        return [self._io.submit(self.reader.read_into, view[o:o + READ_PIECE], src + o)
+        return [self._io.submit(self._read_piece, view[o:o + READ_PIECE], src + o)
                 for o in range(0, self.stride, READ_PIECE)]
 
     # -- one layer's MoE block ------------------------------------------------------------------
@@ -110,11 +118,14 @@ class ExpertCache:
         ngroups = loops.moe_route(h, idx, order, use_q8, xe, xq, xd, row_of, expert_of, start, gexp, nxt, hq, hd)
         done, ready, next_miss = 0, hits.size, 0   # groups [0, ready) are in their slots
         inflight: list = []
+        first_read = last_landed = 0.0
         try:
             while done < ngroups:
                 if next_miss < missing.size:  # give free slots to the next misses, start reading
                     got = cp.place(missing[next_miss:], missing.size - next_miss, pinned, slot_of, owner, last,
                                    crf, now, self.policy, self.decay, self._placed)
+                    if got and not first_read:
+                        first_read = time.perf_counter()
                     for i in range(got):
                         e = int(missing[next_miss + i])
                         inflight.append((e, self._start_read(li, e, int(self._placed[i]))))
@@ -125,9 +136,11 @@ class ExpertCache:
                     pinned[gexp[done:ready]] = False
                     done = ready
                 else:
+                    t0 = time.perf_counter()
                     for e, futures in inflight:
                         for f in futures:
-                            f.result()
+                            last_landed = max(last_landed, f.result())
+                    self.io_wait_s += time.perf_counter() - t0
                     ready += len(inflight)
                     inflight = []
         except BaseException:
@@ -148,5 +161,7 @@ class ExpertCache:
                     slot_of[e] = -1
             pinned[:] = False
             raise
+        if first_read:  # a layer's reads all land before the next layer's start: busy spans add up
+            self.io_busy_s += last_landed - first_read
         cp.touch(needed, counts[needed].astype(np.float64), needed.size, now, last, crf, self.decay)
         loops.moe_combine(y, row_of, idx, wts, out)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import mmap
 import re
+from math import comb
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -295,23 +296,29 @@ def measure_sequential_read(files: fmt.ModelFiles, nbytes: int = 1 << 30, chunk:
     return len(firsts) * per_span / dt
 
 
+def exposed_read_time(k: int, miss_rate: float, read_s: float, compute_s: float) -> float:
+    """Expected seconds a layer waits on the disk when decoding a token: each of its k experts
+    misses with probability miss_rate (the count m binomial), the m reads run together, m * read_s,
+    while the k - m cached experts compute, (k - m) * compute_s, and only what the reads take
+    beyond that adds. Spreading the misses evenly over the layers instead would undercount: a
+    layer that misses nothing has cached work to spare that no other layer's reads can use."""
+    return sum(comb(k, m) * miss_rate ** m * (1 - miss_rate) ** (k - m) * max(0.0, m * read_s - (k - m) * compute_s)
+               for m in range(1, k + 1))
+
+
 def predict(plan: MemoryPlan, memory_bandwidth: float, disk_bandwidth: float) -> MemoryPlan:
     """Fill in the predicted decode tokens/s. Weights read from memory take their bytes over
-    DECODE_EFFICIENCY of the measured bandwidth. A token's M cache misses spread over
-    n = min(M, layers) layers; in each, its M/n reads (in parallel, at the disk's bandwidth)
-    overlap the computing of the layer's cached experts, and only the rest of the read time adds."""
+    DECODE_EFFICIENCY of the measured bandwidth; each layer adds the time its misses' reads (at
+    the disk's bandwidth) take beyond its cached experts' computing (exposed_read_time)."""
     plan.memory_bandwidth, plan.disk_bandwidth = memory_bandwidth, disk_bandwidth
     if not plan.slots_per_layer:
         return plan
     mem = memory_bandwidth * DECODE_EFFICIENCY
     t = plan.active_bytes_per_token / mem
-    misses = plan.disk_bytes_per_token / plan.expert_bytes
-    if misses > 0:
-        n = min(misses, plan.layers)
-        per_layer = misses / n
-        read = per_layer * plan.expert_bytes / disk_bandwidth
-        hidden = max(0.0, plan.experts_per_token - per_layer) * plan.expert_bytes / mem
-        t += n * max(0.0, read - hidden)
+    if plan.disk_bytes_per_token > 0:
+        k = plan.experts_per_token
+        t += plan.layers * exposed_read_time(k, 1 - plan.hit_rate, plan.expert_bytes / disk_bandwidth,
+                                             plan.expert_bytes / mem)
     plan.predicted_tokens_per_s = 1.0 / t
     return plan
 

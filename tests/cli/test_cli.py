@@ -111,8 +111,14 @@ def test_bench_under_a_budget_with_a_routing_trace(converted, capsys, tmp_path, 
     from edgeoss.memory import cache_policy
     assert r["predicted_hit_rate"] == cache_policy.simulate([ex], 5, "lfru", num_experts=cfg.num_local_experts)
     assert r["disk_sequential_bytes_per_s"] > 0 and r["disk_read_bytes_per_s_while_decoding"] > 0
-    assert r["disk_read_fraction_of_sequential"] == (r["disk_read_bytes_per_s_while_decoding"]
+    # reads were in flight part of the decode, faster then than on average over it
+    assert 0 < r["disk_busy_fraction_of_decode"] < 1 and 0 < r["disk_wait_s_per_token"]
+    assert r["disk_read_bytes_per_s_while_reading"] > r["disk_read_bytes_per_s_while_decoding"]
+    assert r["disk_read_fraction_of_sequential"] == (r["disk_read_bytes_per_s_while_reading"]
                                                      / r["disk_sequential_bytes_per_s"])
+    assert r["disk_decode_fraction_of_sequential"] == (r["disk_read_bytes_per_s_while_decoding"]
+                                                       / r["disk_sequential_bytes_per_s"])
+    assert r["predicted_decode_tokens_per_s_at_observed_disk"] > 0
 
 
 def test_second_run_compiles_nothing(converted, tmp_path):

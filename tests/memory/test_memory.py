@@ -131,6 +131,36 @@ def test_plan_command_reports_verdict_and_floor(converted, capsys):
 
 # -- eviction policies and the simulator ------------------------------------------------------------
 
+def test_predicted_disk_wait_on_hand_worked_layers():
+    """A layer's wait on the disk: its misses' reads beyond its cached experts' computing,
+    averaged over how many of its experts miss (binomial), so a layer missing nothing does not
+    lend its spare computing to another's reads."""
+    # k = 2, half the uses miss: m = 0 (1/4) waits 0; m = 1 (1/2) reads 10, computes 1 -> 9;
+    # m = 2 (1/4) reads 20 -> 20. Expected 0.5 * 9 + 0.25 * 20 = 9.5 (even spreading: 1 miss, 9)
+    assert planner.exposed_read_time(2, 0.5, 10.0, 1.0) == pytest.approx(9.5)
+    assert planner.exposed_read_time(4, 0.0, 10.0, 1.0) == 0.0
+    assert planner.exposed_read_time(4, 1.0, 10.0, 1.0) == pytest.approx(40.0)
+    # reads faster than the cached computing hide entirely when at most one expert misses
+    assert planner.exposed_read_time(4, 0.1, 1.0, 2.0) == pytest.approx(
+        6 * 0.01 * 0.81 * 0.0 + 4 * 0.001 * 0.9 * 1.0 + 0.0001 * 4.0)
+
+
+def test_prediction_slows_with_misses_and_a_slower_disk(converted):
+    from edgeoss.format.model_dir import ModelFiles
+    plan = planner.make_plan(ModelFiles(converted("tiny-s0", "q8")), "1T")
+    plan.slots_per_layer = plan.experts_per_token  # streaming, as a tight budget would give
+    speeds = {}
+    for rate in (1.0, 0.9, 0.5):
+        for disk in (2e9, 0.5e9):
+            plan.set_hit_rate(rate)
+            speeds[rate, disk] = planner.predict(plan, 20e9, disk).predicted_tokens_per_s
+    # every weight from memory: the roofline at the decode efficiency
+    assert speeds[1.0, 2e9] == pytest.approx(20e9 * planner.DECODE_EFFICIENCY / plan.active_bytes_per_token)
+    assert speeds[1.0, 2e9] == speeds[1.0, 0.5e9]
+    assert speeds[1.0, 2e9] > speeds[0.9, 2e9] > speeds[0.5, 2e9]
+    assert speeds[0.9, 2e9] > speeds[0.9, 0.5e9] and speeds[0.5, 2e9] > speeds[0.5, 0.5e9]
+
+
 def test_lru_and_belady_on_a_hand_worked_trace():
     # one layer, 2 slots, one expert per step: a b c a b c a
     seq = np.array([0, 1, 2, 0, 1, 2, 0], np.int64)[:, None, None]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from ..engine.benchmark import DISK_BLOCK_TOKENS
 from .args import MODEL_HELP, add_kv_cache_arg, add_memory_arg, model_arg
 
 
@@ -28,7 +29,8 @@ def format_report(r: dict) -> str:
         "tok/s"] if "expert_hit_rate" in r else []) + ([
         f"disk while decoding: reads in flight {100 * r['disk_busy_fraction_of_decode']:.0f}% of the time at "
         f"{r['disk_read_bytes_per_s_while_reading'] / gb:.2f} GB/s ({100 * r['disk_read_fraction_of_sequential']:.0f}% "
-        f"of a sequential read's {r['disk_sequential_bytes_per_s'] / gb:.2f} GB/s); at that speed the plan predicts "
+        f"of a sequential read just before and after, median of blocks of {DISK_BLOCK_TOKENS} tokens; "
+        f"sequential {r['disk_sequential_bytes_per_s'] / gb:.2f} GB/s); at that speed the plan predicts "
         f"{r['predicted_decode_tokens_per_s_at_observed_disk']:.2f} tok/s"]
         if r.get("predicted_decode_tokens_per_s_at_observed_disk") else []) + ([
         f"after a {r['depth']}-token context (prefilled in {r['depth_prefill_s']:.1f} s): the figures above"]

@@ -96,6 +96,17 @@ def run_concurrent(model, streams: int, prompt: int, gen: int, rng, trace=None) 
                                   if alone else float("nan"))}
 
 
+# streaming benchmarks decode in blocks of this many tokens, a short sequential read of the
+# disk before and after each
+DISK_BLOCK_TOKENS = 16
+
+
+def sequential_probe(files) -> float:
+    """A plain sequential read's bytes/s now: two 64 MiB spans (planner.sequential_read_rates)."""
+    from ..memory import planner
+    return statistics.mean(planner.sequential_read_rates(files, nbytes=128 << 20, spans=2))
+
+
 def run_bench(path, prompt: int = 512, gen: int = 128, threads: int | None = None, repeats: int = 3,
               seed: int = 0, context: int = 4096, memory=None, routing_trace=None, concurrent: int = 1,
               depth: int = 0, kv_cache: str = "f16") -> dict:
@@ -129,10 +140,10 @@ def run_bench(path, prompt: int = 512, gen: int = 128, threads: int | None = Non
     ttft_cold = time.perf_counter() - t_start
 
     # a streaming model's disk drifts (a shared virtual disk: 0.5-1.6 GB/s within minutes here):
-    # its bandwidths are measured before the runs and after them, and averaged
+    # its bandwidths are measured before the runs and after them
     disk_before = None
     if cache is not None:
-        disk_before = (planner.measure_disk_bandwidth(files), planner.measure_sequential_read(files))
+        disk_before = planner.measure_disk_bandwidth(files)
 
     depth_s = None
     if depth:
@@ -145,6 +156,7 @@ def run_bench(path, prompt: int = 512, gen: int = 128, threads: int | None = Non
     prefill, decode, ttft = [], [], []
     hits = misses = disk = 0
     io_busy = io_wait = 0.0
+    disk_blocks = []  # streaming: (bytes read, seconds reading, seconds decoding, sequential B/s around)
     for _ in range(repeats):
         if depth:
             model.sequence.rewind(context_ids + [0])  # back to exactly the depth's context
@@ -159,10 +171,21 @@ def run_bench(path, prompt: int = 512, gen: int = 128, threads: int | None = Non
         if gen:
             if cache is not None:
                 cache.reset_counters()
-            t2 = time.perf_counter()
-            for _ in range(gen):
-                tok = int(np.argmax(model.step(tok)))
-            decode.append(gen / (time.perf_counter() - t2))
+            decode_s, done = 0.0, 0
+            probe = sequential_probe(files) if cache is not None else None
+            while done < gen:  # streaming: blocks of tokens between probes of the disk
+                n = gen - done if cache is None else min(DISK_BLOCK_TOKENS, gen - done)
+                read0, busy0 = (cache.bytes_read, cache.io_busy_s) if cache is not None else (0, 0.0)
+                t2 = time.perf_counter()
+                for _ in range(n):
+                    tok = int(np.argmax(model.step(tok)))
+                dt = time.perf_counter() - t2
+                decode_s, done = decode_s + dt, done + n
+                if cache is not None:
+                    after = sequential_probe(files)
+                    disk_blocks.append((cache.bytes_read - read0, cache.io_busy_s - busy0, dt, (probe + after) / 2))
+                    probe = after
+            decode.append(gen / decode_s)
             if cache is not None:
                 hits, misses, disk = hits + cache.hits, misses + cache.misses, disk + cache.bytes_read
                 io_busy, io_wait = io_busy + cache.io_busy_s, io_wait + cache.io_wait_s
@@ -182,16 +205,19 @@ def run_bench(path, prompt: int = 512, gen: int = 128, threads: int | None = Non
             from ..memory.cache_policy import simulate
             plan.set_hit_rate(simulate([e for e, _ in trace], plan.slots_per_layer, cache.policy_name,
                                        num_experts=plan.experts_per_layer))
-        disk_bw = (disk_before[0] + planner.measure_disk_bandwidth(files)) / 2
+        disk_bw = (disk_before + planner.measure_disk_bandwidth(files)) / 2
         planner.predict(plan, bw, disk_bw)
         decode_s = sum(gen / d for d in decode) if gen else 0.0
         read_rate = disk / decode_s if decode_s else float("nan")
         reading_rate = disk / io_busy if io_busy else float("nan")
-        sequential = (disk_before[1] + planner.measure_sequential_read(files)) / 2
         # the same plan fed the disk speed the decode's reads met: checks the model of the
         # overlap apart from the probes' guess of a drifting disk's speed
         at_observed = planner.predict(dataclasses.replace(plan), bw, reading_rate).predicted_tokens_per_s \
             if io_busy else None
+        # each block's reads against the sequential probes taken just before and after it: this
+        # disk switches between speeds minutes apart, so only a comparison in time holds
+        reading = [b / busy / seq for b, busy, _, seq in disk_blocks if busy > 0]
+        decoding = [b / dt / seq for b, _, dt, seq in disk_blocks]
         tokens = max(1, gen * repeats)
         streamed = {"expert_hit_rate": hits / max(1, hits + misses), "predicted_hit_rate": plan.hit_rate,
                     "disk_bytes_per_token": disk / tokens,
@@ -200,15 +226,18 @@ def run_bench(path, prompt: int = 512, gen: int = 128, threads: int | None = Non
                     "predicted_decode_tokens_per_s_at_observed_disk": at_observed,
                     # the decode's reads: over the whole decode, and over the time they were in
                     # flight (a layer's misses are known only once its router has run: between
-                    # the layers' reads the disk waits for the computing), against a plain
-                    # sequential read of the file
+                    # the layers' reads the disk waits for the computing)
                     "disk_read_bytes_per_s_while_decoding": read_rate,
                     "disk_read_bytes_per_s_while_reading": reading_rate,
                     "disk_busy_fraction_of_decode": io_busy / decode_s if decode_s else float("nan"),
                     "disk_wait_s_per_token": io_wait / tokens,
-                    "disk_sequential_bytes_per_s": sequential,
-                    "disk_read_fraction_of_sequential": reading_rate / sequential,
-                    "disk_decode_fraction_of_sequential": read_rate / sequential}
+                    # against a plain sequential read, block by block (median over the blocks)
+                    "disk_sequential_bytes_per_s": statistics.median(seq for *_, seq in disk_blocks)
+                    if disk_blocks else float("nan"),
+                    "disk_read_fraction_of_sequential": statistics.median(reading) if reading else float("nan"),
+                    "disk_decode_fraction_of_sequential": statistics.median(decoding) if decoding else float("nan"),
+                    "disk_blocks": [{"read_bytes": b, "reading_s": busy, "decode_s": dt,
+                                     "sequential_bytes_per_s": seq} for b, busy, dt, seq in disk_blocks]}
     return {
         "model": str(files.path), "preset": files.preset, "threads": model.threads,
         "kernels": f"{dot.BACKEND}" + (f"/{dot.simd_variant_name()}" if dot.BACKEND == "c" else ""),

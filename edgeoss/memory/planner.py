@@ -268,11 +268,13 @@ def measure_disk_bandwidth(files: fmt.ModelFiles, nbytes: int = 256 * MiB) -> fl
     return n * stride / dt
 
 
-def measure_sequential_read(files: fmt.ModelFiles, nbytes: int = 1 << 30, chunk: int = 8 * MiB,
-                            spans: int = 4) -> float:
-    """Bytes/s of plain sequential reads of the experts' region (one thread, uncached, `chunk`
-    bytes a request, as `dd` would), `spans` runs spread over the region adding to `nbytes`: the
-    disk bandwidth that reads while decoding are measured against."""
+def sequential_read_rates(files: fmt.ModelFiles, nbytes: int = 1 << 30, chunk: int = 8 * MiB,
+                          spans: int = 8) -> list[float]:
+    """Bytes/s of each of `spans` plain sequential reads (one thread, uncached, `chunk` bytes a
+    request, as `dd` would) placed at random in the experts' region, adding to `nbytes`: the
+    disk bandwidth that reads while decoding are measured against. A span the disk's host
+    happens to cache comes back several times faster (see measure_disk_bandwidth): take the
+    median of several spans, not their total."""
     from ..format.fileio import PositionalReader
     start = min(t["offset"] for t in files.tensors.values() if t["type"] == "mxfp4_experts")
     total = files.manifest["weights_bytes"] - start
@@ -284,16 +286,17 @@ def measure_sequential_read(files: fmt.ModelFiles, nbytes: int = 1 << 30, chunk:
     buf = mmap.mmap(-1, chunk)
     view = memoryview(buf)
     reader = PositionalReader(files.weights_path, uncached=True)
+    rates = []
     try:
-        t0 = time.perf_counter()
         for first in firsts:
+            t0 = time.perf_counter()
             for off in range(first, first + per_span, chunk):
                 reader.read_into(view, off)
-        dt = time.perf_counter() - t0
+            rates.append(per_span / (time.perf_counter() - t0))
     finally:
         reader.close()
         del view, buf
-    return len(firsts) * per_span / dt
+    return rates
 
 
 def exposed_read_time(k: int, miss_rate: float, read_s: float, compute_s: float) -> float:

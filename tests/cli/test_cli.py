@@ -114,10 +114,13 @@ def test_bench_under_a_budget_with_a_routing_trace(converted, capsys, tmp_path, 
     # reads were in flight part of the decode, faster then than on average over it
     assert 0 < r["disk_busy_fraction_of_decode"] < 1 and 0 < r["disk_wait_s_per_token"]
     assert r["disk_read_bytes_per_s_while_reading"] > r["disk_read_bytes_per_s_while_decoding"]
-    assert r["disk_read_fraction_of_sequential"] == (r["disk_read_bytes_per_s_while_reading"]
-                                                     / r["disk_sequential_bytes_per_s"])
-    assert r["disk_decode_fraction_of_sequential"] == (r["disk_read_bytes_per_s_while_decoding"]
-                                                       / r["disk_sequential_bytes_per_s"])
+    # against sequential reads of the disk just before and after each block of decoded tokens
+    (block,) = r["disk_blocks"]  # 6 tokens: one block
+    assert block["read_bytes"] == 6 * r["disk_bytes_per_token"] and block["sequential_bytes_per_s"] > 0
+    assert r["disk_read_fraction_of_sequential"] == pytest.approx(
+        block["read_bytes"] / block["reading_s"] / block["sequential_bytes_per_s"])
+    assert r["disk_decode_fraction_of_sequential"] == pytest.approx(
+        block["read_bytes"] / block["decode_s"] / block["sequential_bytes_per_s"])
     assert r["predicted_decode_tokens_per_s_at_observed_disk"] > 0
 
 

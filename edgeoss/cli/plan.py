@@ -24,6 +24,9 @@ def add_parser(sub) -> None:
                          "left free, at most 4 GiB)")
     pl.add_argument("--simulate", default=None, metavar="TRACE.npz",
                     help="replay a routing trace through each eviction policy and Belady's optimum")
+    pl.add_argument("--routing-trace", default=None, metavar="TRACE.npz",
+                    help="expect the hit rate the expert cache finds over this routing trace (as `bench "
+                         "--routing-trace` replays it) instead of the built-in curve")
     pl.add_argument("--no-measure", action="store_true",
                     help="skip measuring memory and disk bandwidth (no speed prediction)")
     pl.add_argument("--json", action="store_true", help="print one JSON object")
@@ -35,6 +38,9 @@ def run(a) -> int:
     from ..kernels import loops  # noqa: F401  (the runtime measured is the one that will run)
     plan = planner.make_plan(files, a.memory, context=a.context, kv=a.kv_cache, sequences=a.parallel,
                              cache_ram=a.cache_ram, prefix_cache=a.parallel > 1 or a.cache_ram is not None)
+    if a.routing_trace:
+        from ..memory.routing_trace import load_trace
+        planner.use_routing_trace(plan, [e for e, _ in load_trace(a.routing_trace)], a.routing_trace)
     if not a.no_measure and plan.slots_per_layer:
         planner.predict(plan, planner.read_bandwidth(256 << 20), planner.measure_disk_bandwidth(files))
     sim = None

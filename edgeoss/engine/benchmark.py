@@ -201,10 +201,8 @@ def run_bench(path, prompt: int = 512, gen: int = 128, threads: int | None = Non
     dec = statistics.median(decode) if decode else float("nan")
     streamed = {}
     if cache is not None:
-        if trace is not None:  # the plan's hit rate is uniform routing's: predict with the trace's
-            from ..memory.cache_policy import simulate
-            plan.set_hit_rate(simulate([e for e, _ in trace], plan.slots_per_layer, cache.policy_name,
-                                       num_experts=plan.experts_per_layer))
+        if trace is not None:  # predict with the hit rate of the routing the run replayed
+            planner.use_routing_trace(plan, [e for e, _ in trace], str(routing_trace), cache.policy_name)
         disk_bw = (disk_before + planner.measure_disk_bandwidth(files)) / 2
         planner.predict(plan, bw, disk_bw)
         decode_s = sum(gen / d for d in decode) if gen else 0.0

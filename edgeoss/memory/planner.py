@@ -47,6 +47,17 @@ GPT_OSS_20B_HIT_RATE = (0.4309, 0.5134, 0.5793, 0.6361, 0.6861, 0.7303, 0.7687, 
                         0.9829, 0.9869, 0.9902, 0.9929, 0.9952, 0.9971, 0.9984, 0.9994, 0.9999)
 
 
+# No recorded routing of gpt-oss-120b exists here. Its estimate: LFRU's hit rate at 4, 8, ..., 128
+# slots per layer over the synthetic 120b trace fitted to gpt-oss-20b's real routing
+# (`tools/make_routing_trace.py ../shared/routing/gpt-oss-20b-routing.npz --experts 128 --layers
+# 36`: 64 sequences of 512 tokens, docs/MEMORY.md "Routing for a model without a trace"). Its
+# runs decoded within 25 % of the prediction made with it (BENCHMARKS.md, 2026-12-03 night).
+GPT_OSS_120B_HIT_RATE_ESTIMATE = (0.3583, 0.5088, 0.5898, 0.6472, 0.6919, 0.7272, 0.7563, 0.7827, 0.8053, 0.8237,
+                                  0.8391, 0.853, 0.8662, 0.8788, 0.8909, 0.9026, 0.9137, 0.9242, 0.9341, 0.9434,
+                                  0.952, 0.9599, 0.9671, 0.9736, 0.9792, 0.9841, 0.9883, 0.9918, 0.9945, 0.9967,
+                                  0.9982, 0.999)
+
+
 class MemoryBudgetError(EdgeossError):
     """The model cannot run within the memory budget."""
 
@@ -88,14 +99,19 @@ def process_rss() -> int:
     return psutil.Process().memory_info().rss
 
 
-def hit_rate(slots: int, num_experts: int, k: int) -> float:
-    """Expected fraction of expert uses found in a cache of `slots` per layer: gpt-oss-20b's
-    measured curve for 32-expert models; for others, uniform routing (slots / experts)."""
+def hit_rate(slots: int, num_experts: int, k: int) -> tuple[float, str]:
+    """Expected fraction of expert uses found in a cache of `slots` per layer, and where the
+    figure comes from: gpt-oss-20b's measured curve for 32 experts, the estimate for gpt-oss-120b
+    (GPT_OSS_120B_HIT_RATE_ESTIMATE) for 128, uniform routing (slots / experts) for others."""
     if slots >= num_experts:
-        return 1.0
+        return 1.0, "every expert resident"
     if num_experts == 32 and k == 4:
-        return GPT_OSS_20B_HIT_RATE[slots - 4]
-    return slots / num_experts
+        return GPT_OSS_20B_HIT_RATE[slots - 4], "gpt-oss-20b's routing, measured"
+    if num_experts == 128 and k == 4:
+        rate = float(np.interp(slots, np.arange(4, 129, 4), GPT_OSS_120B_HIT_RATE_ESTIMATE))
+        return rate, (f"estimated for gpt-oss-120b from gpt-oss-20b's routing; uniform routing, the worst "
+                      f"case, would give {slots / num_experts:.2f}")
+    return slots / num_experts, "uniform routing"
 
 
 @dataclass
@@ -120,15 +136,19 @@ class MemoryPlan:
     prefix_cache: int = 0   # idle sequences kept for their prefixes (--cache-ram)
     prefix_cache_source: str = "none"
     hit_rate: float = 1.0
+    hit_rate_source: str = "every expert resident"
     disk_bytes_per_token: float = 0.0
     memory_bandwidth: float | None = None
     disk_bandwidth: float | None = None
     predicted_tokens_per_s: float | None = None
     notes: list = field(default_factory=list)
 
-    def set_hit_rate(self, rate: float) -> None:
-        """The expected hit rate of the expert cache, and the disk bytes a token reads at it."""
+    def set_hit_rate(self, rate: float, source: str | None = None) -> None:
+        """The expected hit rate of the expert cache (and where it comes from), and the disk bytes
+        a token reads at it."""
         self.hit_rate = rate
+        if source is not None:
+            self.hit_rate_source = source
         self.disk_bytes_per_token = (1 - rate) * self.experts_per_token * self.layers * self.expert_bytes
 
     @property
@@ -219,8 +239,23 @@ def make_plan(files: fmt.ModelFiles, memory: int | str | None = None, context: i
             plan.prefix_cache = int(max(0, min(DEFAULT_CACHE_RAM, spare // 2)))
             plan.prefix_cache_source = "half of what the plan leaves free"
     if slots:
-        plan.set_hit_rate(hit_rate(int(slots), E, k))
+        plan.set_hit_rate(*hit_rate(int(slots), E, k))
     return plan
+
+
+def use_routing_trace(plan: MemoryPlan, sequences, name: str, policy: str | None = None) -> None:
+    """Make the plan's hit rate what the expert cache's policy (default: the cache's default)
+    finds over a routing trace's sequences (uint8 [tokens, layers, k] each) at the plan's slots."""
+    from . import cache_policy as cp
+    policy = policy or cp.DEFAULT_POLICY
+    shapes = {tuple(s.shape[1:]) for s in sequences}
+    want = (plan.layers, plan.experts_per_token)
+    if shapes != {want} or max(int(s.max()) for s in sequences) >= plan.experts_per_layer:
+        raise ValueError(f"routing trace {name} does not fit this model: it needs [tokens, {want[0]}, {want[1]}] "
+                         f"expert ids below {plan.experts_per_layer}; got shapes {sorted(shapes)}")
+    if plan.streaming:
+        plan.set_hit_rate(cp.simulate(sequences, plan.slots_per_layer, policy, num_experts=plan.experts_per_layer),
+                          f"{policy.upper()} over the routing trace {name}")
 
 
 def read_bandwidth(nbytes: int = 1 << 30, threads: int = 2, repeats: int = 5) -> float:
@@ -342,8 +377,8 @@ def format_plan(p: MemoryPlan) -> str:
         lines.append(f"  expert cache: {p.slots_per_layer} of {p.experts_per_layer} experts per layer x {p.layers} "
                      f"layers = {gb(p.expert_cache)} (one expert {gb(p.expert_bytes)})")
         if p.streaming:
-            lines.append(f"  expected hit rate {p.hit_rate:.2f} -> {p.disk_bytes_per_token / 1e6:.0f} MB read from "
-                         "disk per token")
+            lines.append(f"  expected hit rate {p.hit_rate:.2f} ({p.hit_rate_source}) -> "
+                         f"{p.disk_bytes_per_token / 1e6:.0f} MB read from disk per token")
     lines.append(f"  decode reads {p.active_bytes_per_token / 1e9:.2f} GB of weights per token from memory")
     if p.predicted_tokens_per_s is not None:
         lines.append(f"  measured bandwidth: memory {p.memory_bandwidth / 1e9:.1f} GB/s, disk "

@@ -129,6 +129,31 @@ def test_plan_command_reports_verdict_and_floor(converted, capsys):
     assert d["verdict"] == "fits all resident" and d["predicted_tokens_per_s"] > 0
 
 
+def test_plan_with_a_routing_trace_expects_its_hit_rate(converted, capsys, tmp_path, monkeypatch):
+    from edgeoss.cli.main import main
+    from edgeoss.format.model_dir import ModelFiles
+    path = converted("tiny-s0", "q8")
+    cfg = ModelFiles(path).config
+    rng = np.random.default_rng(4)
+    ex = np.stack([np.sort(rng.permutation(cfg.num_local_experts)[:cfg.num_experts_per_tok])
+                   for _ in range(40 * cfg.num_hidden_layers)]).reshape(40, cfg.num_hidden_layers, -1)
+    trace = tmp_path / "trace.npz"
+    np.savez(trace, seq000_experts=ex.astype(np.uint8), seq000_weights=np.full(ex.shape, 0.25, np.float16))
+    monkeypatch.setattr(planner, "process_rss", lambda: 200 << 20)
+    big = planner.make_plan(ModelFiles(path), "1T")
+    budget = str(big.fixed + 5 * cfg.num_hidden_layers * big.expert_bytes)
+    assert main(["plan", str(path), "--memory", budget, "--routing-trace", str(trace), "--no-measure", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["slots_per_layer"] == 5 and d["hit_rate"] == cp.simulate([ex], 5, "lfru", num_experts=cfg.num_local_experts)
+    assert str(trace) in d["hit_rate_source"]
+    assert main(["plan", str(path), "--memory", budget, "--routing-trace", str(trace), "--no-measure"]) == 0
+    assert f"({d['hit_rate_source']})" in capsys.readouterr().out
+    # a trace of another model's shape is refused, saying what it should be
+    np.savez(trace, seq000_experts=ex[:, :1].astype(np.uint8), seq000_weights=np.full(ex[:, :1].shape, 0.25, np.float16))
+    assert main(["plan", str(path), "--memory", budget, "--routing-trace", str(trace), "--no-measure"]) != 0
+    assert f"[tokens, {cfg.num_hidden_layers}, {cfg.num_experts_per_tok}]" in capsys.readouterr().err
+
+
 # -- eviction policies and the simulator ------------------------------------------------------------
 
 def test_predicted_disk_wait_on_hand_worked_layers():
@@ -195,7 +220,7 @@ def test_real_routing_hit_rates_match_the_published_measurements():
     assert cp.simulate(seqs, 16, "belady") == pytest.approx(0.949, abs=0.005)
     # the planner's built-in curve is what the default policy does on it
     for slots in (8, 12, 16):
-        assert planner.hit_rate(slots, 32, 4) == pytest.approx(cp.simulate(seqs, slots, "lfru"), abs=1e-4)
+        assert planner.hit_rate(slots, 32, 4)[0] == pytest.approx(cp.simulate(seqs, slots, "lfru"), abs=1e-4)
 
 
 def test_prefetch_simulator_learns_cross_layer_routing():

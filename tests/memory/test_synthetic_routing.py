@@ -89,3 +89,16 @@ def test_fitted_20b_model_reproduces_the_recorded_cache_hit_rates():
     uniform = [np.argsort(np.random.default_rng(i).random((s.shape[0], 24, 32)), axis=-1)[..., :4].astype(np.uint8)
                for i, s in enumerate(seqs[:100])]
     assert cache_policy.simulate(uniform, 12, "lru", num_experts=32) < cache_policy.simulate(seqs, 12, "lru") - 0.3
+
+
+@pytest.mark.skipif(not TRACE.is_file(), reason="needs ../shared/routing (the recorded gpt-oss-20b trace)")
+def test_the_planners_120b_estimate_is_what_the_fitted_trace_gives():
+    """`edgeoss plan` on a 128-expert model expects the hit rates of a 120b trace fitted to the 20b's
+    routing (GPT_OSS_120B_HIT_RATE_ESTIMATE), not uniform routing's far lower ones."""
+    from edgeoss.memory import planner
+    seqs = [e for e, _ in load_trace(TRACE)]
+    gen = sr.fit(seqs, 32, rounds=2, sample=(64, 160)).scaled(128, 36).generate([512] * 16, seed=0)
+    for slots in (16, 27, 64):
+        expected, source = planner.hit_rate(slots, 128, 4)
+        assert cache_policy.simulate(gen, slots, "lfru", num_experts=128) == pytest.approx(expected, abs=0.02)
+        assert expected > slots / 128 + 0.3 and "120b" in source

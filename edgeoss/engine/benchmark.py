@@ -102,9 +102,10 @@ DISK_BLOCK_TOKENS = 16
 
 
 def sequential_probe(files) -> float:
-    """A plain sequential read's bytes/s now: two 64 MiB spans (planner.sequential_read_rates)."""
+    """A plain sequential read's bytes/s now: the median of three 48 MiB spans
+    (planner.sequential_read_rates; one the host happens to cache does not count)."""
     from ..memory import planner
-    return statistics.mean(planner.sequential_read_rates(files, nbytes=128 << 20, spans=2))
+    return statistics.median(planner.sequential_read_rates(files, nbytes=144 << 20, spans=3))
 
 
 def run_bench(path, prompt: int = 512, gen: int = 128, threads: int | None = None, repeats: int = 3,
@@ -208,10 +209,13 @@ def run_bench(path, prompt: int = 512, gen: int = 128, threads: int | None = Non
         decode_s = sum(gen / d for d in decode) if gen else 0.0
         read_rate = disk / decode_s if decode_s else float("nan")
         reading_rate = disk / io_busy if io_busy else float("nan")
-        # the same plan fed the disk speed the decode's reads met: checks the model of the
-        # overlap apart from the probes' guess of a drifting disk's speed
-        at_observed = planner.predict(dataclasses.replace(plan), bw, reading_rate).predicted_tokens_per_s \
-            if io_busy else None
+        # the same plan fed the hit rate and the disk speed the decode met: checks the model of
+        # the overlap apart from the probes' guess of a drifting disk's speed
+        at_observed = None
+        if io_busy:
+            observed = dataclasses.replace(plan)
+            observed.set_hit_rate(hits / max(1, hits + misses))
+            at_observed = planner.predict(observed, bw, reading_rate).predicted_tokens_per_s
         # each block's reads against the sequential probes taken just before and after it: this
         # disk switches between speeds minutes apart, so only a comparison in time holds
         reading = [b / busy / seq for b, busy, _, seq in disk_blocks if busy > 0]

@@ -18,7 +18,8 @@ from ..format import model_dir as fmt
 from ..config import GptOssConfig, yarn_inv_freq
 from ..format.fileio import PositionalReader
 from ..kernels import loops
-from ..memory.workspace import DEFAULT_KV, PREFILL_CHUNK, Buffers, kv_dtype, work_arrays
+from ..memory.workspace import (DEFAULT_KV, LONG_PREFILL, PREFILL_CHUNK, Buffers, kv_dtype, long_prefill_arrays,
+                                work_arrays)
 from .sequence import Sequence, Usage
 from .warmup import current_loops
 
@@ -122,7 +123,8 @@ class Model:
 
     def __init__(self, files: fmt.ModelFiles, context: int = 4096, threads: int | None = None,
                  memory: int | str | None = None, kv_cache: str = DEFAULT_KV, sequences: int = 1,
-                 cache_ram: int | str | None = None, prefix_cache: bool | None = None):
+                 cache_ram: int | str | None = None, prefix_cache: bool | None = None,
+                 long_prefill: bool | None = None):
         import numba
 
         from ..memory import planner
@@ -140,7 +142,7 @@ class Model:
         self.plan = planner.make_plan(files, memory, context=context, kv=kv_cache, sequences=sequences,
                                       cache_ram=cache_ram,
                                       prefix_cache=(sequences > 1 or cache_ram is not None) if prefix_cache is None
-                                      else prefix_cache)
+                                      else prefix_cache, long_prefill=long_prefill)
         self.plan.require_fits()
         self.expert_cache = None
         if self.plan.streaming:
@@ -227,9 +229,14 @@ class Model:
             seq.cache.reserve(seq.length + ids.size)
             routing = self._buf.get("routing", (ids.size, cfg.num_hidden_layers, cfg.num_experts_per_tok), np.int64)
             parts = []
-            for c0 in range(0, ids.size, PREFILL_CHUNK):
-                chunk = ids[c0:c0 + PREFILL_CHUNK]
+            # streaming experts, a long prompt runs in blocks layer by layer (_forward_long)
+            step = LONG_PREFILL if self.plan.long_prefill and not all_logits else PREFILL_CHUNK
+            for c0 in range(0, ids.size, step):
+                chunk = ids[c0:c0 + step]
                 last = c0 + chunk.size == ids.size
+                if chunk.size > PREFILL_CHUNK:
+                    logits = self._forward_long(chunk, routing[c0:c0 + chunk.size], last, seq)
+                    continue
                 logits = self._forward_chunk(chunk, routing[c0:c0 + chunk.size],
                                              "all" if all_logits else "last" if last else "none",
                                              [(seq, 0, chunk.size)])
@@ -329,6 +336,48 @@ class Model:
         L.f32_rmsnorm(last, self.norm, eps, normed)
         out = np.empty((n, cfg.vocab_size), np.float32) if logits == "all" else B.get("logits", (n, cfg.vocab_size))
         return self.lm_head.apply(normed, out, B.get("nq", (n, H), np.int8), B.get("nd", (n, H // 32)), L)
+
+    def _forward_long(self, ids: np.ndarray, routing: np.ndarray, want_logits: bool, seq: Sequence):
+        """A block of up to LONG_PREFILL prompt tokens when the experts stream, layer by layer:
+        each layer's attention runs chunk after chunk (the KV cache fills in order, as in
+        _forward_chunk), then its MoE block for the whole block at once, so each of the layer's
+        experts is read from disk once a block, not once a chunk (a 2,048-token block of the
+        120b would otherwise read its ~100 uncached experts a layer four times). The same
+        results as chunk after chunk. Returns the logits after the last token if want_logits."""
+        cfg = self.config
+        S, H, eps = ids.size, cfg.hidden_size, cfg.rms_norm_eps
+        B = self._buf
+        pos0 = seq.length
+        cos, sin = self._rope_tables(pos0 + S)
+        scale = np.float32(1.0 / np.sqrt(cfg.head_dim))
+        att_scratch, moe_scratch = self._scratch(PREFILL_CHUNK)
+        L = current_loops()
+        big = long_prefill_arrays(cfg, B)
+        x, h, idx, wts = big["lx"][:S], big["lh"][:S], big["lidx"][:S], big["lwts"][:S]
+        self.embed.rows_f32(ids, x, B, L)
+        forced = self._forced_rows([(seq, 0, S)])
+        use_router = forced is None
+        for li, layer in enumerate(self.layers):
+            lc = seq.cache.layers[li]
+            for c0 in range(0, S, PREFILL_CHUNK):
+                c1 = min(S, c0 + PREFILL_CHUNK)
+                w = work_arrays(cfg, c1 - c0, B)
+                L.attention_block(x[c0:c1], *list(w.values())[1:12], *layer.attention_weights, eps, cos, sin,
+                                  pos0 + c0, lc.k, lc.v, lc.ring, lc.window, scale, *att_scratch)
+                L.mlp_norm_route(x[c0:c1], layer.mlp_norm, eps, h[c0:c1], layer.router.arrays["data"],
+                                 layer.router_bias, w["router"], use_router, idx[c0:c1], wts[c0:c1])
+            if forced is not None:
+                idx[:], wts[:] = forced[0][:, li], forced[1][:, li]
+            routing[:, li] = idx
+            self.expert_cache.run_layer_pairs(li, h, idx, wts, self.expert_acts_q8, cfg.swiglu_limit,
+                                              cfg.swiglu_alpha, x, moe_scratch, big)
+        seq.cache.tokens.extend(ids.tolist())
+        if not want_logits:
+            return None
+        normed = B.get("normed", (1, H))
+        L.f32_rmsnorm(x[S - 1:], self.norm, eps, normed)
+        out = B.get("logits", (1, cfg.vocab_size))
+        return self.lm_head.apply(normed, out, B.get("nq", (1, H), np.int8), B.get("nd", (1, H // 32)), L)
 
     def step(self, token: int, sequence: Sequence | None = None) -> np.ndarray:
         """Decode one token after what the sequence holds: its logits [V], a view of a buffer
@@ -442,13 +491,15 @@ class Model:
 
 def load(path: str | os.PathLike, context: int = 4096, threads: int | None = None,
          memory: int | str | None = None, kv_cache: str = DEFAULT_KV, sequences: int = 1,
-         cache_ram: int | str | None = None, prefix_cache: bool | None = None) -> Model:
+         cache_ram: int | str | None = None, prefix_cache: bool | None = None,
+         long_prefill: bool | None = None) -> Model:
     """Open a converted model directory (see `edgeoss convert`) within a memory budget: bytes or
     a size such as "8G" for the whole process (default: what this machine can spare). Experts
     that do not fit stream from disk; below the smallest budget that can run the model, this
     raises planner.MemoryBudgetError saying what that budget is. kv_cache: "f16" (default) or
     "f32", how the KV cache stores keys and values. sequences: how many will run at once (the
     plan makes room for each one's KV cache, and for a prefix cache of `cache_ram` bytes, or of what
-    the budget spares when prefix_cache is True; a server always has one)."""
+    the budget spares when prefix_cache is True; a server always has one). long_prefill: whether
+    streamed experts run a long prompt in blocks layer by layer (see planner.make_plan)."""
     return Model(fmt.ModelFiles(path), context=context, threads=threads, memory=memory, kv_cache=kv_cache,
-                 sequences=sequences, cache_ram=cache_ram, prefix_cache=prefix_cache)
+                 sequences=sequences, cache_ram=cache_ram, prefix_cache=prefix_cache, long_prefill=long_prefill)

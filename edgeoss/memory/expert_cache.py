@@ -96,6 +96,32 @@ class ExpertCache:
                 for o in range(0, self.stride, READ_PIECE)]
 
     # -- one layer's MoE block ------------------------------------------------------------------
+    def run_layer_pairs(self, li: int, h, idx, wts, use_q8: bool, limit, alpha, out, scratch, pairs) -> None:
+        """out += the MoE block of layer li for more tokens than `scratch` holds (a long prompt):
+        their (token, expert) pairs run in batches that fill the scratch, sorted by expert, the
+        cached ones first, so each expert is read at most once for all of them, not once per
+        chunk of the prompt. pairs: workspace.long_prefill_arrays' "pair_*" and "ly", "lrows"
+        buffers. Results are the same as run_layer's, bit for bit: each pair's expert output is
+        kept, then every token sums its experts' in its own order (loops.moe_combine)."""
+        T, k = idx.shape
+        rows = scratch[0].shape[0]
+        slot_of = self.states[li][0]
+        flat = idx.reshape(-1)
+        order = np.argsort((slot_of[flat] < 0) * self.num_experts + flat, kind="stable")
+        hb, yb, ib, wb, hq, hd, y_all, rows_of = (pairs[n] for n in ("pair_h", "pair_y", "pair_idx", "pair_w",
+                                                                     "pair_hq", "pair_hd", "ly", "lrows"))
+        big = scratch[:-2] + (hq, hd)  # a batch is up to `rows` one-expert pseudo-tokens
+        wb[:] = 1.0
+        for b0 in range(0, T * k, rows):
+            sel = order[b0:b0 + rows]
+            n = sel.size
+            np.take(h, sel // k, axis=0, out=hb[:n])
+            ib[:n, 0] = flat[sel]
+            yb[:n] = 0.0
+            self.run_layer(li, hb[:n], ib[:n], wb[:n], use_q8, limit, alpha, yb[:n], big)  # yb = 0 + 1 * y
+            y_all[sel] = yb[:n]
+        loops.moe_combine(y_all[:T * k], rows_of[:T * k], idx, wts, out)
+
     def run_layer(self, li: int, h, idx, wts, use_q8: bool, limit, alpha, out, scratch) -> None:
         """out += the MoE block of layer li for tokens h [T, H] routed to idx/wts [T, k]."""
         slot_of, owner, last, crf = self.states[li]
@@ -135,14 +161,13 @@ class ExpertCache:
                                       xe, xq, xd, gu, act, aq, ad, y, expert_of, start, gexp, bits)
                     pinned[gexp[done:ready]] = False
                     done = ready
-                else:
+                else:  # the oldest read: compute its expert as soon as it lands, while the rest load
                     t0 = time.perf_counter()
-                    for e, futures in inflight:
-                        for f in futures:
-                            last_landed = max(last_landed, f.result())
+                    for f in inflight[0][1]:
+                        last_landed = max(last_landed, f.result())
                     self.io_wait_s += time.perf_counter() - t0
-                    ready += len(inflight)
-                    inflight = []
+                    ready += 1
+                    del inflight[0]
         except BaseException:
             # a failed or interrupted read leaves its slot's bytes unknown: wait for the reads in
             # flight, then forget every missing expert given a slot but not yet seen loaded

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import EdgeossError
 from ..format import model_dir as fmt
-from .workspace import DEFAULT_KV, PREFILL_CHUNK, kv_bytes, work_bytes
+from .workspace import DEFAULT_KV, LONG_PREFILL, PREFILL_CHUNK, kv_bytes, long_prefill_bytes, work_bytes
 
 GiB = 1 << 30
 MiB = 1 << 20
@@ -135,6 +135,7 @@ class MemoryPlan:
     sequences: int = 1      # sequences running at once, each with its own KV cache (kv_cache counts them all)
     prefix_cache: int = 0   # idle sequences kept for their prefixes (--cache-ram)
     prefix_cache_source: str = "none"
+    long_prefill: bool = False  # streaming: long prompts run in blocks of LONG_PREFILL tokens (work counts it)
     hit_rate: float = 1.0
     hit_rate_source: str = "every expert resident"
     disk_bytes_per_token: float = 0.0
@@ -190,15 +191,24 @@ class MemoryPlan:
         return d
 
 
+def streaming_work(cfg, context: int) -> int:
+    """Work memory a plan adds when its experts stream: the arrays that run a long prompt in
+    blocks of LONG_PREFILL tokens (workspace.long_prefill_arrays), for contexts longer than a chunk."""
+    return long_prefill_bytes(cfg) if context > PREFILL_CHUNK else 0
+
+
 def make_plan(files: fmt.ModelFiles, memory: int | str | None = None, context: int = 4096,
               runtime: int | None = None, kv: str = DEFAULT_KV, sequences: int = 1,
-              cache_ram: int | str | None = None, prefix_cache: bool = False) -> MemoryPlan:
+              cache_ram: int | str | None = None, prefix_cache: bool = False,
+              long_prefill: bool | None = None) -> MemoryPlan:
     """The plan for running `files` in `memory` (bytes or a size string; None: default_budget)
     with `sequences` KV caches of `context` positions each (`kv`: their type). runtime: the
     process's resident bytes before the model loads (default: measured now, plus
     RUNTIME_MARGIN). With prefix_cache (a server), idle sequences are kept in `cache_ram`
     (reserved like the rest), or by default in what the plan leaves free: half of it, at most
-    DEFAULT_CACHE_RAM (none when the experts stream: they need every byte)."""
+    DEFAULT_CACHE_RAM (none when the experts stream: they need every byte). long_prefill: whether
+    a streaming plan runs long prompts in blocks (Model._forward_long; None: when it costs at
+    most one expert slot a layer)."""
     if sequences < 1:
         raise ValueError(f"sequences must be at least 1; got {sequences}")
     cfg = files.config
@@ -221,8 +231,16 @@ def make_plan(files: fmt.ModelFiles, memory: int | str | None = None, context: i
     run = (process_rss() + RUNTIME_MARGIN) if runtime is None else runtime
     reserved = parse_size(cache_ram) if (prefix_cache and cache_ram is not None) else 0
     fixed = run + resident + kv_total + work + reserved
-    floor = fixed + k * L * stride
     all_res = fixed + E * L * stride
+    floor = fixed + k * L * stride
+    # streaming, a long prompt runs in blocks layer by layer if their arrays fit beside the
+    # smallest cache and, unless asked, cost at most one expert a layer (the 120b: 0.4; a
+    # model with tiny experts would give up many slots for it)
+    extra = streaming_work(cfg, context)
+    blocks = (budget < all_res and extra > 0 and budget >= floor + extra
+              and (extra <= L * stride if long_prefill is None else long_prefill))
+    if blocks:
+        work, fixed = work + extra, fixed + extra
     slots = E if budget >= all_res else (0 if budget < floor else min(E - 1, (budget - fixed) // (L * stride)))
     embed_row = sum(p["nbytes"] for p in files.tensors["embed"]["parts"].values()) // cfg.vocab_size
     plan = MemoryPlan(model=str(files.path), budget=budget, budget_source=source, context=context, runtime=run,
@@ -230,7 +248,7 @@ def make_plan(files: fmt.ModelFiles, memory: int | str | None = None, context: i
                       experts_per_layer=E, experts_per_token=k, slots_per_layer=int(slots), floor=floor,
                       all_resident=all_res,
                       active_bytes_per_token=resident + embed_row + k * L * expert["expert_bytes"],
-                      sequences=sequences)
+                      sequences=sequences, long_prefill=bool(blocks))
     if prefix_cache:
         if reserved:
             plan.prefix_cache, plan.prefix_cache_source = reserved, "--cache-ram"
@@ -240,6 +258,8 @@ def make_plan(files: fmt.ModelFiles, memory: int | str | None = None, context: i
             plan.prefix_cache_source = "half of what the plan leaves free"
     if slots:
         plan.set_hit_rate(*hit_rate(int(slots), E, k))
+    else:
+        plan.hit_rate_source = "none: the model does not fit"
     return plan
 
 
@@ -369,7 +389,9 @@ def format_plan(p: MemoryPlan) -> str:
         "embedding rows read on demand",
         f"  KV cache {gb(p.kv_cache)}" + (f" for {p.sequences} sequences" if p.sequences > 1 else "")
         + " (sliding layers keep their window, a rollback margin and checkpoints)",
-        f"  work buffers {gb(p.work)}, runtime {gb(p.runtime)} (interpreter and kernels, with margin)",
+        f"  work buffers {gb(p.work)}" + (f" (with long prompts' {LONG_PREFILL}-token blocks, each layer's experts "
+                                          "read once a block)" if p.long_prefill else "")
+        + f", runtime {gb(p.runtime)} (interpreter and kernels, with margin)",
     ]
     if p.prefix_cache_source != "none":
         lines.append(f"  prefix cache {gb(p.prefix_cache)} of idle sequences ({p.prefix_cache_source})")

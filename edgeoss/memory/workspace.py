@@ -9,6 +9,9 @@ import numpy as np
 from ..config import GptOssConfig
 
 PREFILL_CHUNK = 512  # tokens per forward chunk: bounds the work buffers; experts get ~64 tokens each
+# When the experts stream, a long prompt runs in blocks of this many tokens layer by layer, each
+# layer's experts read once a block rather than once a chunk (Model._forward_long)
+LONG_PREFILL = 2048
 # A sliding layer's ring keeps this many positions beyond its window, so a sequence can step back
 # that far (a rewritten tail) without recomputing; further back it needs a checkpoint.
 SLIDING_ROLLBACK = 256
@@ -54,6 +57,28 @@ def work_arrays(cfg: GptOssConfig, T: int, buf: Buffers) -> dict[str, np.ndarray
               "attn": ((T, nh, hd),), "aq": ((T, qd), i8), "ad": ((T, qd // 32),), "o": ((T, H),),
               "router": ((T, cfg.num_local_experts),), "idx": ((T, k), i64), "wts": ((T, k),)}
     return {name: buf.get(name, *spec) for name, spec in shapes.items()}
+
+
+def long_prefill_arrays(cfg: GptOssConfig, buf: Buffers) -> dict[str, np.ndarray]:
+    """The arrays of a long prompt's LONG_PREFILL-token block run layer by layer when the experts
+    stream (Model._forward_long): its residual, normed inputs and routing, every (token, expert)
+    pair's output, and one batch of pairs as one-expert pseudo-tokens (ExpertCache.run_layer_pairs)."""
+    H, k, S = cfg.hidden_size, cfg.num_experts_per_tok, LONG_PREFILL
+    R = PREFILL_CHUNK * k  # the pairs the expert scratch of a chunk holds
+    shapes = {"lx": ((S, H),), "lh": ((S, H),), "lidx": ((S, k), np.int64), "lwts": ((S, k),),
+              "ly": ((S * k, H),), "lrows": ((S * k,), np.int64), "pair_h": ((R, H),), "pair_y": ((R, H),),
+              "pair_idx": ((R, 1), np.int64), "pair_w": ((R, 1),), "pair_hq": ((R, H), np.int8),
+              "pair_hd": ((R, H // 32),)}
+    arrays = {name: buf.get(name, *spec) for name, spec in shapes.items()}
+    arrays["lrows"][:] = np.arange(S * k)  # pair (t, s) keeps its output in row t * k + s
+    return arrays
+
+
+def long_prefill_bytes(cfg: GptOssConfig) -> int:
+    """What long_prefill_arrays adds to a streaming plan's work memory (the embedding rows of a
+    block beyond a chunk's too)."""
+    n = sum(a.nbytes for a in long_prefill_arrays(cfg, Buffers()).values())
+    return n + (LONG_PREFILL - PREFILL_CHUNK) * (cfg.hidden_size * 5 + 8)
 
 
 def work_bytes(cfg: GptOssConfig, T: int, context: int) -> int:

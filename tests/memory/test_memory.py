@@ -65,9 +65,12 @@ def test_plan_accounts_every_part_and_picks_slots(converted):
     per_slot = cfg.num_hidden_layers * big.expert_bytes
     assert big.floor == big.fixed + cfg.num_experts_per_tok * per_slot
     assert big.all_resident == big.fixed + cfg.num_local_experts * per_slot
-    # a budget between the two streams with as many slots as fit
+    # a budget between the two streams with as many slots as fit (a long prompt's blocks would
+    # cost this model's tiny experts many slots: not planned)
+    assert planner.streaming_work(cfg, 4096) > per_slot
     for slots in range(cfg.num_experts_per_tok, cfg.num_local_experts):
         p = planner.make_plan(files, big.fixed + slots * per_slot + per_slot // 2, runtime=big.runtime)
+        assert p.work == big.work and not p.long_prefill
         assert (p.verdict, p.slots_per_layer) == ("fits with streaming", slots)
         assert p.fixed + p.expert_cache <= p.budget
     low = planner.make_plan(files, big.floor - 1, runtime=big.runtime)
@@ -165,7 +168,7 @@ def test_predicted_disk_wait_on_hand_worked_layers():
     assert planner.exposed_read_time(2, 0.5, 10.0, 1.0) == pytest.approx(9.5)
     assert planner.exposed_read_time(4, 0.0, 10.0, 1.0) == 0.0
     assert planner.exposed_read_time(4, 1.0, 10.0, 1.0) == pytest.approx(40.0)
-    # reads faster than the cached computing hide entirely when at most one expert misses
+    # reads twice as fast as a cached expert's computing hide entirely while at most two of four miss
     assert planner.exposed_read_time(4, 0.1, 1.0, 2.0) == pytest.approx(
         6 * 0.01 * 0.81 * 0.0 + 4 * 0.001 * 0.9 * 1.0 + 0.0001 * 4.0)
 
@@ -263,10 +266,11 @@ def test_lookahead_simulator_runs_from_lfru_to_the_optimum():
 
 # -- the engine's cache -------------------------------------------------------------------------------
 
-def streaming_budget(path, slots, context=4096):
+def streaming_budget(path, slots, context=4096, long_prefill=False):
     files = load(path).files
     big = planner.make_plan(files, "1T", context=context)
-    return big.fixed + slots * files.config.num_hidden_layers * big.expert_bytes
+    extra = planner.streaming_work(files.config, context) if long_prefill else 0
+    return big.fixed + extra + slots * files.config.num_hidden_layers * big.expert_bytes
 
 
 @pytest.mark.parametrize("preset", ["q8", "bf16"])
@@ -282,6 +286,46 @@ def test_streamed_logits_are_identical_to_resident(converted, preset):
         np.testing.assert_array_equal(model.logits(ids), want)
         assert list(model.generate(ids[:5], max_tokens=12, temperature=0, stop=[])) == gen
         assert model.expert_cache.misses > 0
+
+
+def test_a_long_prompt_streamed_layer_by_layer_gives_the_resident_logits(big_experts_model):
+    """Streaming, a prompt longer than a chunk runs in blocks layer by layer, each layer's experts
+    read once a block (Model._forward_long): the logits, the KV cache it leaves (the decode
+    after it) and the routing record are the resident model's, chunk after chunk, bit for bit."""
+    from edgeoss.memory.workspace import LONG_PREFILL, PREFILL_CHUNK
+    path = big_experts_model
+    resident = load(path)
+    cfg = resident.config
+    n = LONG_PREFILL + PREFILL_CHUNK + 37  # a whole block, then a chunk and a tail the usual way
+    ids = token_ids(cfg.vocab_size, n, seed=8)
+    want = resident.forward(ids)
+    want_routing = resident.last_routing.copy()
+    want_next = [resident.step(t).copy() for t in (3, 5)]
+    extra = planner.streaming_work(cfg, 4096)
+    for slots in (4, 6):
+        model = load(path, memory=streaming_budget(path, slots, long_prefill=True), long_prefill=True)
+        assert model.plan.slots_per_layer == slots and model.plan.long_prefill
+        assert model.plan.work == resident.plan.work + extra  # the blocks' arrays are planned
+        np.testing.assert_array_equal(model.forward(ids), want)
+        np.testing.assert_array_equal(model.last_routing, want_routing)
+        for t, w in zip((3, 5), want_next):
+            np.testing.assert_array_equal(model.step(t), w)
+        # each layer read an expert at most once a round of its cache per block, not once a chunk:
+        # far fewer misses than a chunk-major prefill of the same prompt
+        chunked = load(path, memory=streaming_budget(path, slots, long_prefill=True), long_prefill=False)
+        assert not chunked.plan.long_prefill
+        for c0 in range(0, n, PREFILL_CHUNK):
+            chunked.forward(ids[c0:c0 + PREFILL_CHUNK])
+        assert model.expert_cache.misses < chunked.expert_cache.misses
+    # a replayed routing trace too
+    tr = skewed_trace(n, cfg.num_hidden_layers, cfg.num_local_experts, cfg.num_experts_per_tok, seed=9)
+    resident.reset()
+    resident.force_routing(tr)
+    want = resident.forward(ids)
+    model = load(path, memory=streaming_budget(path, 5, long_prefill=True), long_prefill=True)
+    model.force_routing(tr)
+    np.testing.assert_array_equal(model.forward(ids), want)
+    np.testing.assert_array_equal(model.last_routing, resident.last_routing)
 
 
 def test_engine_hit_counter_agrees_with_the_simulator(converted):

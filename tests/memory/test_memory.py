@@ -375,25 +375,28 @@ RSS_SCRIPT = textwrap.dedent("""
     from edgeoss.format.model_dir import ModelFiles
     from edgeoss.kernels import loops  # noqa: F401  (the runtime as it will be when the plan is made)
     from edgeoss.engine.model import load
-    path, slots = sys.argv[1], int(sys.argv[2])
+    path, slots, prompt = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    # a prompt longer than a chunk: the context to hold it, and its blocks' arrays in the plan
+    context, blocks = (256, None) if prompt <= 40 else (4096, True)
     budget = None
     if slots:
         f = ModelFiles(path)
-        big = planner.make_plan(f, "1T", context=256)
-        budget = big.fixed + slots * f.config.num_hidden_layers * big.expert_bytes
-    model = load(path, memory=budget or "1T", context=256)
+        big = planner.make_plan(f, "1T", context=context)
+        budget = (big.fixed + (planner.streaming_work(f.config, context) if blocks else 0)
+                  + slots * f.config.num_hidden_layers * big.expert_bytes)
+    model = load(path, memory=budget or "1T", context=context, long_prefill=blocks)
     cfg = model.config
     L, E, k = cfg.num_hidden_layers, cfg.num_local_experts, cfg.num_experts_per_tok
     rng = np.random.default_rng(0)
     # uniform routing, the worst case for a cache: every expert of every layer gets used
     model.force_routing(np.stack([rng.permutation(E)[:k] for _ in range(64 * L)]).reshape(64, L, k))
     print("peak after load", peak(), file=sys.stderr)
-    model.forward([int(t) for t in rng.integers(0, cfg.vocab_size, 40)])
+    model.forward([int(t) for t in rng.integers(0, cfg.vocab_size, prompt)])
     print("peak after prompt", peak(), file=sys.stderr)
     for t in range(24):
         model.step(t)
-    print(json.dumps({"budget": budget, "peak": peak(),
-                      "streaming": model.expert_cache is not None}))
+    print(json.dumps({"budget": budget, "peak": peak(), "streaming": model.expert_cache is not None,
+                      "blocks": model.plan.long_prefill}))
 """)
 
 
@@ -412,8 +415,8 @@ def big_experts_model(tmp_path_factory):
 
 @pytest.mark.skipif(sys.platform != "linux", reason="peak RSS read from /proc")
 def test_resident_memory_stays_under_the_budget(big_experts_model):
-    def run(slots):
-        out = subprocess.run([sys.executable, "-c", RSS_SCRIPT, str(big_experts_model), str(slots)],
+    def run(slots, prompt=40):
+        out = subprocess.run([sys.executable, "-c", RSS_SCRIPT, str(big_experts_model), str(slots), str(prompt)],
                              capture_output=True, text=True, cwd=REPO, timeout=600)
         assert out.returncode == 0, out.stderr
         return dict(json.loads(out.stdout.strip().splitlines()[-1]), log=out.stderr)
@@ -424,6 +427,9 @@ def test_resident_memory_stays_under_the_budget(big_experts_model):
     assert streamed["peak"] <= streamed["budget"], streamed
     resident = run(0)  # the same work with every expert mapped would not have fit
     assert resident["peak"] > streamed["budget"], (resident, streamed)
+    # a long prompt, run in blocks layer by layer: its arrays stay within what the plan counted
+    long = run(6, prompt=2100)
+    assert long["streaming"] and long["blocks"] and long["peak"] <= long["budget"], long
 
 
 @pytest.mark.parametrize("mode", ["fadvise", "thread-files"])

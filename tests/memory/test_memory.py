@@ -492,3 +492,17 @@ def test_plan_simulate_prints_every_policy_against_the_optimum(converted, capsys
     for s, r in sim.items():
         assert r == {p: cp.simulate([tr], int(s), p) for p in ("lru", "lfru", "belady")}
         assert max(r["lru"], r["lfru"]) <= r["belady"]
+
+
+def test_long_prompt_tool_compares_chunks_with_blocks(big_experts_model, capsys):
+    """tools/bench_long_prompt.py: the same prompt chunk after chunk, then in blocks; the blocks
+    read each layer's experts once, so fewer bytes."""
+    sys.path.insert(0, str(REPO / "tools"))
+    import bench_long_prompt
+    budget = streaming_budget(big_experts_model, 6, long_prefill=True)
+    assert bench_long_prompt.main([str(big_experts_model), "--memory", str(budget), "--prompt", "1100",
+                                   "--json"]) == 0
+    chunks, blocks = json.loads(capsys.readouterr().out)["runs"]
+    assert (chunks["blocks"], blocks["blocks"]) == (False, True)
+    assert 0 < blocks["expert_bytes_read"] < chunks["expert_bytes_read"]
+    assert chunks["seconds"] > 0 and blocks["tokens_per_s"] > 0

@@ -38,9 +38,16 @@ def own_checkpoint(checkpoint, tmp_path):
     return d
 
 
+def _default_sigint() -> None:
+    # a command started in the background by a non-interactive shell inherits SIGINT ignored
+    # (and Python then leaves it so): the convert under test gets Ctrl-C's usual disposition
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(ck: Path, out: Path, **kw) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "edgeoss.cli.main", "convert", str(ck), str(out), "--no-tokenizer"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=kw.pop("preexec_fn", _default_sigint), **kw)
 
 
 def wait_midway(p: subprocess.Popen, out: Path, at_least: int = 2 << 20, timeout: float = 120) -> None:

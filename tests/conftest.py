@@ -86,3 +86,14 @@ def server(chat_model):
     assert code == 0, "".join(s.log)
 
 
+@pytest.fixture(scope="session")
+def big_experts_model(tmp_path_factory):
+    """Experts large enough (4 layers x 32 x 3.3 MB) that keeping them all would break a budget
+    sized for a few slots: the measurement can fail."""
+    from edgeoss.convert import convert
+    from edgeoss.convert.synthetic import make_checkpoint
+    root = tmp_path_factory.mktemp("bigexp")
+    hf = make_checkpoint(root / "hf", preset="tiny", seed=7, tokenizer_dir=False, vocab_size=512,
+                         hidden_size=1024, intermediate_size=2048, num_hidden_layers=4, num_local_experts=32,
+                         num_attention_heads=8, num_key_value_heads=2, progress=False)
+    return convert(str(hf), root / "q8", preset="q8", no_tokenizer=True, progress=False)

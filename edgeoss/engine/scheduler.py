@@ -2,7 +2,8 @@
 
 Every step runs the next token of every decoding request together with, when room is left, a
 chunk of a newcomer's prompt (Model.forward_batch): the weights are read once for all of them,
-and a long prompt joins in chunks, so the running requests wait at most one chunk for it.
+and a long prompt joins in chunks, so the running requests wait at most one chunk for it. A long
+prompt alone, on a model whose experts stream, runs in blocks layer by layer instead (Model.forward).
 Sampling is per request and the same as Model.generate's (the same seed gives the same tokens).
 """
 
@@ -14,7 +15,7 @@ from typing import Iterable
 import numpy as np
 
 from .warmup import current_loops
-from ..memory.workspace import PREFILL_CHUNK
+from ..memory.workspace import LONG_PREFILL, PREFILL_CHUNK
 from .sequence import Sequence, Usage
 
 
@@ -84,6 +85,12 @@ class Scheduler:
         """One forward pass: every decoding request's next token, then prompt chunks (oldest
         request first) while the batch has room. Returns the (request, token) pairs sampled."""
         decoding = [r for r in self.active if not r._pending]
+        alone = self.active[0] if len(self.active) == 1 else None
+        if alone is not None and alone._pending and len(alone._pending) > PREFILL_CHUNK and self.model.plan.long_prefill:
+            # streamed experts and nobody decoding or waiting: the next block of a long prompt
+            # layer by layer, each expert read once a block rather than once a chunk
+            n = min(LONG_PREFILL, len(alone._pending))
+            return self._sampled([(alone, n)], [self.model.forward(alone._pending[:n], sequence=alone.sequence)])
         room = self.max_batch_tokens - len(decoding)
         entries, runs = [], []
         for r in decoding:
@@ -97,7 +104,11 @@ class Scheduler:
                 room -= n
         if not entries:
             return []
-        logits = self.model.forward_batch(entries)
+        return self._sampled(runs, self.model.forward_batch(entries))
+
+    def _sampled(self, runs, logits) -> list[tuple[Request, int]]:
+        """After a pass: each request that ran its last prompt token or a decoded one samples its
+        next token from its row of logits."""
         out = []
         for (r, n), row in zip(runs, logits):
             if r._pending:

@@ -83,3 +83,25 @@ def test_a_batch_refuses_more_than_a_chunk_and_a_sequence_twice(converted):
         model.forward_batch([(seq, [1]), (seq, [2])])
     with pytest.raises(ValueError, match="at most"):
         model.forward_batch([(seq, [1] * 513)])
+
+
+def test_a_long_prompt_alone_on_streamed_experts_runs_in_blocks(big_experts_model):
+    """With the experts streaming and nothing else running, a long prompt's blocks run layer by
+    layer (each expert read once a block, Model._forward_long), the rest in chunks; the greedy
+    tokens are those of the model with every expert resident."""
+    from edgeoss.memory import planner
+    from edgeoss.memory.workspace import LONG_PREFILL
+    resident = load(big_experts_model)
+    cfg = resident.config
+    prompt = token_ids(cfg.vocab_size, LONG_PREFILL + 300, seed=5)
+    want = alone(resident, prompt, max_tokens=6, temperature=0)
+    big = planner.make_plan(resident.files, "1T")
+    budget = big.fixed + planner.streaming_work(cfg, 4096) + 6 * cfg.num_hidden_layers * big.expert_bytes
+    model = load(big_experts_model, memory=budget, long_prefill=True)
+    assert model.plan.streaming and model.plan.long_prefill
+    blocks = []
+    run_block = model._forward_long
+    model._forward_long = lambda ids, *rest: blocks.append(ids.size) or run_block(ids, *rest)
+    req = Scheduler(model).run([Request(model.new_sequence(), prompt, max_tokens=6, temperature=0, stop=[])])[0]
+    assert req.tokens == want and blocks == [LONG_PREFILL]
+    assert req.usage.prompt_tokens == len(prompt) and req.usage.completion_tokens == 6

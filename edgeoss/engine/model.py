@@ -221,7 +221,9 @@ class Model:
     def forward(self, tokens: Iterable[int], all_logits: bool = False, sequence: Sequence | None = None) -> np.ndarray:
         """Run `tokens` after what the sequence (default: the model's own) holds; returns float32
         logits for every new token [T, V] if all_logits, else for the last one [V]. Long inputs
-        run in chunks of PREFILL_CHUNK tokens (bounded work memory, same results)."""
+        run in chunks of PREFILL_CHUNK tokens (bounded work memory, same results), or, when the
+        plan streams experts with long_prefill, in blocks of LONG_PREFILL layer by layer
+        (_forward_long; the same results too)."""
         cfg = self.config
         seq = sequence or self.sequence
         ids = self._token_ids(tokens)

@@ -3,7 +3,8 @@
 Every step runs the next token of every decoding request together with, when room is left, a
 chunk of a newcomer's prompt (Model.forward_batch): the weights are read once for all of them,
 and a long prompt joins in chunks, so the running requests wait at most one chunk for it. A long
-prompt alone, on a model whose experts stream, runs in blocks layer by layer instead (Model.forward).
+prompt alone, on a model whose experts stream, runs in blocks layer by layer instead (Model.forward):
+nothing is decoding then, and a request arriving meanwhile waits for the block, not a chunk.
 Sampling is per request and the same as Model.generate's (the same seed gives the same tokens).
 """
 

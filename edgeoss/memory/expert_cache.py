@@ -32,8 +32,8 @@ class ExpertCache:
 
     `run_layer` is the MoE block of one layer: it looks the layer's experts up, starts reading
     the missing ones into slots freed by the eviction policy, computes the cached ones meanwhile,
-    then the rest as they arrive. Counters: hits, misses (one per expert per step: a decoded
-    token, or a prompt chunk), bytes_read, io_busy_s (seconds with reads in flight: from a
+    then the rest as they arrive. Counters: hits, misses (one per expert per call: a decoded
+    token, a prompt chunk, or a batch of a long prompt's pairs), bytes_read, io_busy_s (seconds with reads in flight: from a
     layer's first read requested to its last one landed) and io_wait_s (seconds the forward
     pass stood waiting for reads)."""
 
@@ -115,7 +115,7 @@ class ExpertCache:
         for b0 in range(0, T * k, rows):
             sel = order[b0:b0 + rows]
             n = sel.size
-            np.take(h, sel // k, axis=0, out=hb[:n])
+            np.take(h, sel // k, axis=0, out=hb[:n], mode="clip")  # clip: no hidden copy of out (ids are valid)
             ib[:n, 0] = flat[sel]
             yb[:n] = 0.0
             self.run_layer(li, hb[:n], ib[:n], wb[:n], use_q8, limit, alpha, yb[:n], big)  # yb = 0 + 1 * y
@@ -166,8 +166,13 @@ class ExpertCache:
                     for f in inflight[0][1]:
                         last_landed = max(last_landed, f.result())
                     self.io_wait_s += time.perf_counter() - t0
-                    ready += 1
-                    del inflight[0]
+                    landed = 1  # and those after it already in, computed together
+                    while landed < len(inflight) and all(f.done() for f in inflight[landed][1]):
+                        for f in inflight[landed][1]:
+                            last_landed = max(last_landed, f.result())
+                        landed += 1
+                    ready += landed
+                    del inflight[:landed]
         except BaseException:
             # a failed or interrupted read leaves its slot's bytes unknown: wait for the reads in
             # flight, then forget every missing expert given a slot but not yet seen loaded

@@ -63,22 +63,27 @@ def long_prefill_arrays(cfg: GptOssConfig, buf: Buffers) -> dict[str, np.ndarray
     """The arrays of a long prompt's LONG_PREFILL-token block run layer by layer when the experts
     stream (Model._forward_long): its residual, normed inputs and routing, every (token, expert)
     pair's output, and one batch of pairs as one-expert pseudo-tokens (ExpertCache.run_layer_pairs)."""
+    arrays = {name: buf.get(name, *spec) for name, spec in _long_prefill_shapes(cfg).items()}
+    arrays["lrows"][:] = np.arange(arrays["lrows"].size)  # pair (t, s) keeps its output in row t * k + s
+    return arrays
+
+
+def _long_prefill_shapes(cfg: GptOssConfig) -> dict:
     H, k, S = cfg.hidden_size, cfg.num_experts_per_tok, LONG_PREFILL
     R = PREFILL_CHUNK * k  # the pairs the expert scratch of a chunk holds
-    shapes = {"lx": ((S, H),), "lh": ((S, H),), "lidx": ((S, k), np.int64), "lwts": ((S, k),),
-              "ly": ((S * k, H),), "lrows": ((S * k,), np.int64), "pair_h": ((R, H),), "pair_y": ((R, H),),
-              "pair_idx": ((R, 1), np.int64), "pair_w": ((R, 1),), "pair_hq": ((R, H), np.int8),
-              "pair_hd": ((R, H // 32),)}
-    arrays = {name: buf.get(name, *spec) for name, spec in shapes.items()}
-    arrays["lrows"][:] = np.arange(S * k)  # pair (t, s) keeps its output in row t * k + s
-    return arrays
+    return {"lx": ((S, H),), "lh": ((S, H),), "lidx": ((S, k), np.int64), "lwts": ((S, k),),
+            "ly": ((S * k, H),), "lrows": ((S * k,), np.int64), "pair_h": ((R, H),), "pair_y": ((R, H),),
+            "pair_idx": ((R, 1), np.int64), "pair_w": ((R, 1),), "pair_hq": ((R, H), np.int8),
+            "pair_hd": ((R, H // 32),)}
 
 
 def long_prefill_bytes(cfg: GptOssConfig) -> int:
     """What long_prefill_arrays adds to a streaming plan's work memory (the embedding rows of a
-    block beyond a chunk's too)."""
-    n = sum(a.nbytes for a in long_prefill_arrays(cfg, Buffers()).values())
-    return n + (LONG_PREFILL - PREFILL_CHUNK) * (cfg.hidden_size * 5 + 8)
+    block beyond a chunk's too, and a replayed routing trace's rows for a block)."""
+    n = sum(int(np.prod(shape)) * np.dtype(dtype[0] if dtype else np.float32).itemsize
+            for shape, *dtype in _long_prefill_shapes(cfg).values())
+    S, k, L = LONG_PREFILL, cfg.num_experts_per_tok, cfg.num_hidden_layers
+    return n + (S - PREFILL_CHUNK) * (cfg.hidden_size * 5 + 8) + S * L * k * 12
 
 
 def work_bytes(cfg: GptOssConfig, T: int, context: int) -> int:

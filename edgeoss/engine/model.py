@@ -334,9 +334,16 @@ class Model:
         else:  # each span's last token
             n = len(spans)
             last = x[T - 1:] if n == 1 else np.take(x, [b - 1 for _, _, b in spans], axis=0, out=B.get("last", (n, H)))
+        return self._head(last, L, new_array=logits == "all")
+
+    def _head(self, rows: np.ndarray, L, new_array: bool = False) -> np.ndarray:
+        """Logits [n, V] of the residual rows [n, H]: final norm, then lm_head; in a reused buffer
+        (valid until the next call) unless new_array."""
+        cfg, B = self.config, self._buf
+        n, H = rows.shape
         normed = B.get("normed", (n, H))
-        L.f32_rmsnorm(last, self.norm, eps, normed)
-        out = np.empty((n, cfg.vocab_size), np.float32) if logits == "all" else B.get("logits", (n, cfg.vocab_size))
+        L.f32_rmsnorm(rows, self.norm, cfg.rms_norm_eps, normed)
+        out = np.empty((n, cfg.vocab_size), np.float32) if new_array else B.get("logits", (n, cfg.vocab_size))
         return self.lm_head.apply(normed, out, B.get("nq", (n, H), np.int8), B.get("nd", (n, H // 32)), L)
 
     def _forward_long(self, ids: np.ndarray, routing: np.ndarray, want_logits: bool, seq: Sequence):
@@ -347,7 +354,7 @@ class Model:
         120b would otherwise read its ~100 uncached experts a layer four times). The same
         results as chunk after chunk. Returns the logits after the last token if want_logits."""
         cfg = self.config
-        S, H, eps = ids.size, cfg.hidden_size, cfg.rms_norm_eps
+        S, eps = ids.size, cfg.rms_norm_eps
         B = self._buf
         pos0 = seq.length
         cos, sin = self._rope_tables(pos0 + S)
@@ -374,12 +381,7 @@ class Model:
             self.expert_cache.run_layer_pairs(li, h, idx, wts, self.expert_acts_q8, cfg.swiglu_limit,
                                               cfg.swiglu_alpha, x, moe_scratch, big)
         seq.cache.tokens.extend(ids.tolist())
-        if not want_logits:
-            return None
-        normed = B.get("normed", (1, H))
-        L.f32_rmsnorm(x[S - 1:], self.norm, eps, normed)
-        out = B.get("logits", (1, cfg.vocab_size))
-        return self.lm_head.apply(normed, out, B.get("nq", (1, H), np.int8), B.get("nd", (1, H // 32)), L)
+        return self._head(x[S - 1:], L) if want_logits else None
 
     def step(self, token: int, sequence: Sequence | None = None) -> np.ndarray:
         """Decode one token after what the sequence holds: its logits [V], a view of a buffer

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import mmap
 import re
-from math import comb
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from math import comb
 
 import numpy as np
 
